@@ -1,0 +1,1 @@
+"""Step kinds and probes: one module each, found through `actions.registry`."""

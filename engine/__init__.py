@@ -1,0 +1,1 @@
+"""failover-engine: a declarative failover engine (policy, state machine, runner, monitor, CLI)."""
