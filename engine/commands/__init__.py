@@ -1,0 +1,26 @@
+"""One module per subcommand; each exposes `main(args: argparse.Namespace) -> int`.
+
+`args.policy` is the --policy value or None (see `policy_path`), and
+`args.state_dir` the --state-dir override or None. Use `load(args)` to get the Policy.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from engine.policy import Policy
+
+DEFAULT_POLICY = "policies/gocdb.yaml"
+
+
+def policy_path(args: argparse.Namespace) -> Path:
+    """--policy, then $FAILOVER_POLICY, then policies/gocdb.yaml."""
+    return Path(args.policy or os.environ.get("FAILOVER_POLICY") or DEFAULT_POLICY)
+
+
+def load(args: argparse.Namespace) -> Policy:
+    """Load and validate the policy the command line names (raises PolicyError)."""
+    from engine.policy import load_policy
+
+    return load_policy(policy_path(args), state_dir=getattr(args, "state_dir", None))
