@@ -1,0 +1,155 @@
+"""The engine's state file and its lock.
+
+One JSON file, `<state_dir>/state.json`, holds the machine's state, the failure count,
+the last probe results and the journal of the engage or restore in progress. It is
+replaced atomically (temp + fsync + rename), so a reader never sees half a file and a
+crash leaves the previous version. One process at a time acts as the engine for a
+policy: it holds an exclusive `flock` on `<state_dir>/engine.lock` (`StateStore.hold`).
+Short commands (`status`, `check`) read the file without the lock.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from engine.errors import FailoverError, LockHeld
+from engine.fsutil import atomic_write, ensure_private_dir
+
+STATE_VERSION = 1
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+def isotime(moment: datetime | None = None) -> str:
+    """UTC ISO 8601 with seconds, e.g. 2026-11-26T07:00:00+00:00."""
+    return (moment or utcnow()).astimezone(UTC).isoformat(timespec="seconds")
+
+
+def parse_isotime(text: str | None) -> datetime | None:
+    """The inverse of `isotime` (None stays None)."""
+    return datetime.fromisoformat(text) if text else None
+
+
+@dataclass
+class EngineState:
+    """Everything the engine must remember across restarts. See README "State file"."""
+
+    state: str = "watching"
+    since: str = field(default_factory=isotime)
+    failures: int = 0
+    window: list[bool] = field(default_factory=list)
+    successes: int = 0
+    production_back: bool = False
+    cycles: int = 0
+    last_cycle: str | None = None
+    last_outcome: str | None = None
+    last_probes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    run: dict[str, Any] | None = None
+    last_run: dict[str, Any] | None = None
+    aborted_reason: str | None = None
+    hold_down_until: str | None = None
+    last_reminder: str | None = None
+    counts: dict[str, int] = field(default_factory=lambda: {"engages": 0, "restores": 0})
+
+    def to_json(self) -> str:
+        """Serialise with a format version, keys sorted for readable diffs."""
+        data = dataclasses.asdict(self)
+        data["version"] = STATE_VERSION
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> EngineState:
+        """Parse a state file; unknown keys (from a newer engine) are ignored."""
+        data = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+class StateStore:
+    """Loads and saves the state file of one policy and holds its engine lock."""
+
+    def __init__(self, state_dir: str | Path) -> None:
+        self.state_dir = Path(state_dir)
+        self.path = self.state_dir / "state.json"
+        self.lock_path = self.state_dir / "engine.lock"
+        self.audit_path = self.state_dir / "audit.jsonl"
+
+    def ensure_dir(self) -> None:
+        """Create the state directory (mode 0700) if it does not exist."""
+        try:
+            ensure_private_dir(self.state_dir)
+        except OSError as exc:
+            raise FailoverError(
+                f"{self.state_dir}: cannot create the state directory ({exc.strerror}); "
+                "create it or set state_dir / --state-dir"
+            ) from None
+
+    def load(self) -> EngineState:
+        """The saved state, or a fresh one (watching) when there is none yet."""
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return EngineState()
+        except OSError as exc:
+            raise FailoverError(f"{self.path}: cannot read the state file ({exc.strerror})") from None
+        try:
+            return EngineState.from_json(text)
+        except (ValueError, TypeError) as exc:
+            raise FailoverError(
+                f"{self.path}: the state file is damaged ({exc}); move it aside to start fresh"
+            ) from None
+
+    def save(self, state: EngineState) -> None:
+        """Replace the state file atomically."""
+        self.ensure_dir()
+        atomic_write(self.path, state.to_json(), mode=0o600)
+
+    @contextlib.contextmanager
+    def hold(self, role: str) -> Iterator[None]:
+        """Be the one engine for this policy while the block runs, or raise LockHeld."""
+        self.ensure_dir()
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+                raise LockHeld(
+                    f"{self.lock_path}: another failover-engine holds this policy's lock "
+                    f"({holder}); stop it first, or use pause/resume/status alongside it"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()}, {role}, since {isotime()}".encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # closing drops the flock
+
+    def holder(self) -> str | None:
+        """Who holds the engine lock right now ("pid 123, run, since …"), or None."""
+        try:
+            fd = os.open(self.lock_path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                return os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
