@@ -59,6 +59,9 @@ class Context:
     `progress` is a per-step dict that the runner persists in the state file when
     `save_progress()` is called, so a long step (wait_dns) can resume after a crash.
     `secret(name)` returns the path of a secret file after checking its owner and mode.
+    In a job, `work_dir` is the job's private directory and `input_file` the file the
+    previous step produced (its `Outcome.after` when that is a path), so `fetch → unzip →
+    import_mariadb → archive` chain without repeating file names in the policy.
     """
 
     policy_name: str
@@ -73,6 +76,8 @@ class Context:
     dry_run: bool = False
     sleep: Callable[[float], None] = time.sleep
     should_stop: Callable[[], bool] = lambda: False
+    work_dir: Path | None = None
+    input_file: Path | None = None
 
     def remaining(self, default: float = 30.0) -> float:
         """Seconds left before the step's timeout (or `default` when it has none); never < 0.05."""
