@@ -1,0 +1,206 @@
+"""Probes: is production up? `http` (GET, optional client certificate) and `tcp` (connect).
+
+A probe never raises: `check()` returns `ProbeResult(ok, detail, latency)` where `detail`
+is one line an operator can act on ("HTTP 503 (expected 200)", "connect timeout after 30s",
+"TLS: certificate verify failed (unable to get local issuer certificate)").
+
+    probes:
+      production:
+        http:
+          url: https://goc.egi.eu/portal/GOCDB_monitor/ops_monitor_check.php
+          client_cert: /etc/grid-security/hostcert.pem   # presented to the server
+          client_key: /etc/grid-security/hostkey.pem
+          ca_file: /etc/pki/tls/certs/ca-bundle.crt       # default: the system's CAs
+          verify: true          # false (written out) skips server certificate checks
+          timeout: 30s          # each of connect, TLS handshake and read
+          expect_status: 200
+          expect_body: "OK"     # optional substring of the first 1 MiB of the body
+      internet:
+        tcp: {host: www.google.com, port: 443, timeout: 5s}
+
+Only the standard library is used (`http.client`, `ssl`, `socket`): no proxies, no
+redirects followed (a 301 is reported as such, which is what a health check wants).
+"""
+from __future__ import annotations
+
+import http.client
+import socket
+import ssl
+import time
+from collections.abc import Mapping
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+from actions.base import Context, ProbeResult
+from engine.durations import format_duration, parse_duration
+
+_BODY_LIMIT = 1024 * 1024
+_USER_AGENT = "failover-engine-probe/1"
+
+
+def _connect_error(exc: OSError, host: str, port: int, timeout: float) -> str:
+    """One line for a failed TCP connect."""
+    if isinstance(exc, TimeoutError):
+        return f"connect timeout after {format_duration(timeout)} ({host}:{port})"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve {host}: {exc.strerror or exc}"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"connection refused by {host}:{port}"
+    return f"cannot connect to {host}:{port}: {exc.strerror or exc}"
+
+
+def _tls_error(exc: BaseException) -> str:
+    """One line for a TLS failure, naming the usual cause."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS: certificate verify failed ({exc.verify_message})"
+    if isinstance(exc, ssl.SSLError):
+        reason = exc.reason or str(exc)
+        if "CERTIFICATE_REQUIRED" in reason.upper():
+            return f"TLS: the server requires a client certificate ({reason})"
+        if "UNKNOWN_CA" in reason.upper() or "BAD_CERTIFICATE" in reason.upper():
+            return f"TLS: the server rejected our client certificate ({reason})"
+        return f"TLS: {reason}"
+    return f"TLS: {exc}"
+
+
+class TcpProbe:
+    """Connect to host:port; ok when the connection is accepted."""
+
+    kind: ClassVar[str] = "tcp"
+
+    def __init__(self, params: Mapping[str, Any]) -> None:
+        self.host = str(params["host"])
+        self.port = int(params["port"])
+        self.timeout = parse_duration(params.get("timeout", "10s"))
+
+    def check(self) -> ProbeResult:
+        start = time.monotonic()
+        try:
+            with socket.create_connection((self.host, self.port), timeout=self.timeout):
+                pass
+        except OSError as exc:
+            detail = _connect_error(exc, self.host, self.port, self.timeout)
+            return ProbeResult(False, detail, time.monotonic() - start)
+        except Exception as exc:  # a probe never raises: anything else is still a failed probe
+            return ProbeResult(False, f"probe error: {exc}", time.monotonic() - start)
+        latency = time.monotonic() - start
+        return ProbeResult(True, f"connected to {self.host}:{self.port}", latency)
+
+    def host_problems(self, ctx: Context | None = None) -> list[str]:
+        return []
+
+
+class HttpProbe:
+    """GET a URL and compare the status (and optionally a body substring) with what is expected."""
+
+    kind: ClassVar[str] = "http"
+
+    def __init__(self, params: Mapping[str, Any]) -> None:
+        self.url = str(params["url"])
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"url {self.url!r}: use http://host/... or https://host/...")
+        self.tls = parts.scheme == "https"
+        self.host = parts.hostname
+        self.port = parts.port or (443 if self.tls else 80)
+        self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self.host_header = parts.netloc.rsplit("@", 1)[-1]
+        self.timeout = parse_duration(params.get("timeout", "30s"))
+        self.expect_status = int(params.get("expect_status", 200))
+        self.expect_body: str | None = params.get("expect_body")
+        self.client_cert: str | None = params.get("client_cert")
+        self.client_key: str | None = params.get("client_key")
+        self.ca_file: str | None = params.get("ca_file")
+        # Verification stays on unless the policy says `verify: false` in so many words.
+        self.verify = params.get("verify", True) is not False
+
+    def _context(self) -> ssl.SSLContext:
+        # Built per check, so renewed certificate and key files are picked up without a restart.
+        context = ssl.create_default_context(cafile=self.ca_file)
+        if not self.verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if self.client_cert:
+            context.load_cert_chain(self.client_cert, self.client_key)
+        return context
+
+    def host_problems(self, ctx: Context | None = None) -> list[str]:
+        """Certificate, key and CA files must exist and load (for `validate --host`)."""
+        if not self.tls:
+            return []
+        try:
+            self._context()
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            return [f"probe {self.url}: {self._context_error(exc)}"]
+        return []
+
+    def _context_error(self, exc: BaseException) -> str:
+        files = ", ".join(
+            f"{name} {value}"
+            for name, value in (("client_cert", self.client_cert), ("client_key", self.client_key),
+                                ("ca_file", self.ca_file))
+            if value
+        )
+        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+        return f"cannot load TLS files ({files}): {reason}"
+
+    def check(self) -> ProbeResult:
+        start = time.monotonic()
+        try:
+            ok, detail = self._check()
+        except Exception as exc:  # a probe never raises: an unforeseen error is a failed probe
+            ok, detail = False, f"probe error: {type(exc).__name__}: {exc}"
+        return ProbeResult(ok, detail, time.monotonic() - start)
+
+    def _check(self) -> tuple[bool, str]:
+        context = None
+        if self.tls:
+            try:
+                context = self._context()
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                return False, self._context_error(exc)
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+        except OSError as exc:
+            return False, _connect_error(exc, self.host, self.port, self.timeout)
+        # The TCP connect, the TLS handshake and the read are done one after the other so
+        # the detail says which of them failed.
+        try:
+            if context is not None:
+                try:
+                    sock = context.wrap_socket(sock, server_hostname=self.host)
+                except TimeoutError:
+                    return False, f"TLS handshake timeout after {format_duration(self.timeout)}"
+                except (ssl.SSLError, OSError) as exc:
+                    return False, _tls_error(exc)
+            return self._request(sock)
+        finally:
+            sock.close()
+
+    def _request(self, sock: socket.socket) -> tuple[bool, str]:
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        conn.sock = sock  # already connected (and wrapped): http.client uses it as is
+        try:
+            conn.putrequest("GET", self.path, skip_host=True, skip_accept_encoding=True)
+            conn.putheader("Host", self.host_header)
+            conn.putheader("User-Agent", _USER_AGENT)
+            conn.putheader("Connection", "close")
+            conn.endheaders()
+            response = conn.getresponse()
+            body = response.read(_BODY_LIMIT) if self.expect_body is not None else b""
+        except TimeoutError:
+            return False, f"no response within {format_duration(self.timeout)}"
+        except ssl.SSLError as exc:
+            # With TLS 1.3 a rejected client certificate shows up only when we read.
+            return False, _tls_error(exc)
+        except (ConnectionError, http.client.HTTPException, OSError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            return False, f"connection closed before a response: {reason}"
+        finally:
+            conn.close()
+        status = f"HTTP {response.status}"
+        if response.status != self.expect_status:
+            return False, f"{status} (expected {self.expect_status})"
+        if self.expect_body is not None and self.expect_body not in body.decode("utf-8", "replace"):
+            return False, f"{status} but the body does not contain {self.expect_body!r}"
+        return True, status

@@ -1,0 +1,133 @@
+"""http and tcp probes against a real HTTPS server on loopback that demands a client certificate."""
+from __future__ import annotations
+
+import socket
+
+from actions.probes import HttpProbe, TcpProbe
+from actions.registry import probe_class
+from engine.drillkit.https import HttpsServer
+from engine.drillkit.pki import Pki
+from tests.support import LOOPBACK, free_port
+
+
+def _probe(server: HttpsServer, pki: Pki, **params: object) -> HttpProbe:
+    base: dict[str, object] = {
+        "url": server.url("/check"),
+        "timeout": "5s",
+        "ca_file": str(pki.ca.cert),
+        "client_cert": str(pki.client.cert),
+        "client_key": str(pki.client.key),
+    }
+    base.update(params)
+    return HttpProbe({k: v for k, v in base.items() if v is not None})
+
+
+def test_registry_names_the_probe_classes() -> None:
+    assert probe_class("http") is HttpProbe
+    assert probe_class("tcp") is TcpProbe
+
+
+def test_right_client_cert_is_ok(https_server: HttpsServer, pki: Pki) -> None:
+    result = _probe(https_server, pki).check()
+    assert result.ok, result.detail
+    assert result.detail == "HTTP 200"
+    assert result.latency >= 0
+    assert https_server.requests[-1].client_cn == "standby.drill"
+
+
+def test_no_client_cert_fails(https_server: HttpsServer, pki: Pki) -> None:
+    result = _probe(https_server, pki, client_cert=None, client_key=None).check()
+    assert not result.ok
+    assert result.detail.startswith(("TLS:", "connection closed")), result.detail
+    assert https_server.requests == []
+
+
+def test_client_cert_from_another_ca_is_refused(https_server: HttpsServer, pki: Pki) -> None:
+    result = _probe(https_server, pki, client_cert=str(pki.wrong_client.cert),
+                    client_key=str(pki.wrong_client.key)).check()
+    assert not result.ok
+    assert https_server.requests == []
+
+
+def test_wrong_ca_fails_with_verify_true(https_server: HttpsServer, pki: Pki) -> None:
+    result = _probe(https_server, pki, ca_file=str(pki.wrong_ca.cert)).check()
+    assert not result.ok
+    assert result.detail.startswith("TLS: certificate verify failed"), result.detail
+
+
+def test_verify_defaults_to_true_without_ca_file(self_signed_server: HttpsServer) -> None:
+    result = HttpProbe({"url": self_signed_server.url("/"), "timeout": "5s"}).check()
+    assert not result.ok
+    assert "certificate verify failed" in result.detail
+
+
+def test_verify_false_accepts_a_self_signed_server(self_signed_server: HttpsServer) -> None:
+    result = HttpProbe({"url": self_signed_server.url("/"), "timeout": "5s",
+                        "verify": False}).check()
+    assert result.ok, result.detail
+
+
+def test_verify_false_with_client_cert_reaches_production(https_server: HttpsServer,
+                                                          pki: Pki) -> None:
+    # The original GOCDB probe: client certificate presented, server certificate not checked.
+    result = _probe(https_server, pki, ca_file=str(pki.wrong_ca.cert), verify=False).check()
+    assert result.ok, result.detail
+
+
+def test_expect_body(https_server: HttpsServer, pki: Pki) -> None:
+    assert _probe(https_server, pki, expect_body="all good").check().ok
+    result = _probe(https_server, pki, expect_body="GOCDB is up").check()
+    assert not result.ok
+    assert result.detail == "HTTP 200 but the body does not contain 'GOCDB is up'"
+
+
+def test_unexpected_status(https_server: HttpsServer, pki: Pki) -> None:
+    https_server.set_route("/check", 503, "maintenance")
+    result = _probe(https_server, pki).check()
+    assert not result.ok
+    assert result.detail == "HTTP 503 (expected 200)"
+    assert _probe(https_server, pki, expect_status=503).check().ok
+
+
+def test_server_stopped_then_back(https_server: HttpsServer, pki: Pki) -> None:
+    probe = _probe(https_server, pki)
+    https_server.stop()
+    result = probe.check()
+    assert not result.ok
+    assert result.detail == f"connection refused by {LOOPBACK}:{https_server.port}"
+    https_server.start()
+    assert probe.check().ok
+
+
+def test_silent_server_times_out(pki: Pki) -> None:
+    # A listener that accepts (backlog) but never answers: the TLS handshake cannot finish.
+    with socket.socket() as listener:
+        listener.bind((LOOPBACK, 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        result = HttpProbe({"url": f"https://{LOOPBACK}:{port}/", "timeout": "300ms"}).check()
+    assert not result.ok
+    assert result.detail == "TLS handshake timeout after 300ms"
+
+
+def test_plain_http_and_missing_cert_files(http_server: HttpsServer, tmp_path) -> None:
+    assert HttpProbe({"url": http_server.url("/"), "timeout": "5s"}).check().ok
+    probe = HttpProbe({"url": "https://127.0.0.1:1/", "client_cert": str(tmp_path / "nope.pem"),
+                       "client_key": str(tmp_path / "nope.key")})
+    result = probe.check()
+    assert not result.ok
+    assert result.detail.startswith("cannot load TLS files (client_cert ")
+    assert probe.host_problems()[0].endswith("No such file or directory")
+
+
+def test_host_problems_empty_for_good_files(https_server: HttpsServer, pki: Pki) -> None:
+    assert _probe(https_server, pki).host_problems() == []
+
+
+def test_tcp_probe(https_server: HttpsServer) -> None:
+    probe = TcpProbe({"host": LOOPBACK, "port": https_server.port, "timeout": "2s"})
+    assert probe.check().ok
+    port = free_port()
+    result = TcpProbe({"host": LOOPBACK, "port": port, "timeout": "2s"}).check()
+    assert not result.ok
+    assert result.detail == f"connection refused by {LOOPBACK}:{port}"
