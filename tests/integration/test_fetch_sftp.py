@@ -1,0 +1,211 @@
+"""`fetch` over SFTP against a real OpenSSH sshd on loopback (tests/fixtures/sshd.py)."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actions.base import Context
+from actions.fetch import Fetch
+from engine.errors import StepError
+from tests.fixtures.sshd import SshServer
+from tests.support import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def _ctx(tmp_path: Path, log: list[str]) -> Context:
+    return Context(
+        policy_name="test",
+        state_dir=tmp_path / "state",
+        step_id="job:import/0",
+        secret=lambda name: tmp_path / name,
+        log=log.append,
+        progress={},
+    )
+
+
+@pytest.fixture
+def remote_dump(tmp_path: Path) -> Path:
+    """A few hundred KiB of dump in a directory the sshd serves (any path: it runs as root)."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    dump = remote / "gocdb.sql"
+    dump.write_bytes(b"-- MariaDB dump\n" + os.urandom(300_000) + b"\n-- Dump completed\n")
+    return dump
+
+
+def _step(server: SshServer, remote: Path, work: Path, **extra: Any) -> Fetch:
+    params = {
+        "source": server.source(remote),
+        "port": server.port,
+        "known_hosts": str(server.known_hosts),
+        "identity": str(server.identity),
+        "dest_dir": str(work),
+        **extra,
+    }
+    return Fetch(params)
+
+
+def _only_file(work: Path) -> list[str]:
+    return sorted(p.name for p in work.iterdir()) if work.exists() else []
+
+
+def test_happy_path_mode_0600_then_already_fetched(
+    sshd_server: SshServer, remote_dump: Path, tmp_path: Path
+) -> None:
+    work = tmp_path / "work"
+    log: list[str] = []
+    step = _step(sshd_server, remote_dump, work)
+
+    plan = step.plan(_ctx(tmp_path, log))
+    assert plan.problem is None and not plan.done
+    assert str(remote_dump.stat().st_size) in plan.summary
+    assert not work.exists(), "plan must not create anything"
+
+    outcome = step.apply(_ctx(tmp_path, log))
+    final = work / "gocdb.sql"
+    assert outcome.changed and outcome.after == str(final)
+    assert final.read_bytes() == remote_dump.read_bytes()
+    assert stat.S_IMODE(final.stat().st_mode) == 0o600
+    assert _only_file(work) == ["gocdb.sql"]
+
+    again = step.plan(_ctx(tmp_path, log))
+    assert again.done and "already fetched" in again.summary
+    second = step.apply(_ctx(tmp_path, log))
+    assert not second.changed and "already fetched" in second.summary
+
+
+def test_dest_dir_defaults_to_job_work_dir(
+    sshd_server: SshServer, remote_dump: Path, tmp_path: Path
+) -> None:
+    work = tmp_path / "jobwork"
+    params = {
+        "source": sshd_server.source(remote_dump),
+        "port": sshd_server.port,
+        "known_hosts": str(sshd_server.known_hosts),
+        "identity": str(sshd_server.identity),
+    }
+    ctx = _ctx(tmp_path, [])
+    ctx.progress["work_dir"] = str(work)
+    outcome = Fetch(params).apply(ctx)
+    assert outcome.after == str(work / "gocdb.sql")
+
+
+def test_sha256_sidecar_checked(sshd_server: SshServer, remote_dump: Path, tmp_path: Path) -> None:
+    digest = hashlib.sha256(remote_dump.read_bytes()).hexdigest()
+    sidecar = Path(f"{remote_dump}.sha256")
+    sidecar.write_text(f"{digest}  gocdb.sql\n")
+    work = tmp_path / "work"
+    assert _step(sshd_server, remote_dump, work, sha256=True).apply(_ctx(tmp_path, [])).changed
+
+    sidecar.write_text("0" * 64 + "  gocdb.sql\n")
+    other = tmp_path / "other"
+    with pytest.raises(StepError, match="SHA-256 .* sidecar says 0000") as info:
+        _step(sshd_server, remote_dump, other, sha256=True).apply(_ctx(tmp_path, []))
+    assert info.value.retryable
+    assert _only_file(other) == []
+
+
+def test_missing_sidecar_refused(sshd_server: SshServer, remote_dump: Path, tmp_path: Path) -> None:
+    step = _step(sshd_server, remote_dump, tmp_path / "work", sha256=True)
+    with pytest.raises(StepError, match=r"sha256 is on but .*gocdb\.sql\.sha256 does not exist"):
+        step.apply(_ctx(tmp_path, []))
+
+
+def test_unknown_host_key_refused_with_fingerprint(
+    sshd_server: SshServer, remote_dump: Path, tmp_path: Path
+) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    work = tmp_path / "work"
+    step = _step(sshd_server, remote_dump, work, known_hosts=str(empty))
+    plan = step.plan(_ctx(tmp_path, []))
+    assert plan.problem is not None and "is not in" in plan.problem
+    with pytest.raises(StepError) as info:
+        step.apply(_ctx(tmp_path, []))
+    message = str(info.value)
+    assert f"host key of 127.0.0.1:{sshd_server.port} is not in {empty}" in message
+    assert "ssh-ed25519 SHA256:" in message
+    assert not info.value.retryable
+    assert _only_file(work) == []
+
+
+def test_changed_host_key_refused(
+    sshd_server: SshServer, remote_dump: Path, tmp_path: Path
+) -> None:
+    work = tmp_path / "work"
+    step = _step(sshd_server, remote_dump, work, known_hosts=str(sshd_server.changed_known_hosts))
+    with pytest.raises(StepError, match="has CHANGED: server offered ssh-ed25519 SHA256:") as info:
+        step.apply(_ctx(tmp_path, []))
+    assert "expects SHA256:" in str(info.value)
+    assert not info.value.retryable
+    assert _only_file(work) == []
+
+
+def test_wrong_client_key_refused(
+    sshd_server: SshServer, remote_dump: Path, tmp_path: Path
+) -> None:
+    work = tmp_path / "work"
+    step = _step(sshd_server, remote_dump, work, identity=str(sshd_server.wrong_identity))
+    with pytest.raises(StepError, match=r"refused key .*wrong_ed25519 \(SHA256:") as info:
+        step.apply(_ctx(tmp_path, []))
+    assert "authorized_keys" in str(info.value)
+    assert _only_file(work) == []
+
+
+def test_group_readable_identity_refused(
+    sshd_server: SshServer, remote_dump: Path, tmp_path: Path
+) -> None:
+    loose = tmp_path / "id_loose"
+    shutil.copyfile(sshd_server.identity, loose)
+    os.chmod(loose, 0o640)
+    step = _step(sshd_server, remote_dump, tmp_path / "work", identity=str(loose))
+    with pytest.raises(StepError, match="has mode 0640; a private key must be 0600 or 0400"):
+        step.apply(_ctx(tmp_path, []))
+
+
+def test_missing_remote_file(sshd_server: SshServer, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    step = _step(sshd_server, tmp_path / "nowhere.sql", work)
+    plan = step.plan(_ctx(tmp_path, []))
+    assert plan.problem is not None and "does not exist on the remote host" in plan.problem
+    with pytest.raises(StepError, match=r"nowhere\.sql does not exist on the remote host"):
+        step.apply(_ctx(tmp_path, []))
+    assert _only_file(work) == []
+
+
+def test_connection_refused(sshd_server: SshServer, remote_dump: Path, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    port = free_port()  # nothing listens there
+    step = _step(sshd_server, remote_dump, work, port=port)
+    with pytest.raises(StepError, match=f"connection to 127.0.0.1:{port} refused") as info:
+        step.apply(_ctx(tmp_path, []))
+    assert info.value.retryable
+    assert _only_file(work) == []
+
+
+def test_interrupted_transfer_leaves_no_file(
+    sshd_server: SshServer, remote_dump: Path, tmp_path: Path
+) -> None:
+    work = tmp_path / "work"
+    ctx = _ctx(tmp_path, [])
+    ctx.should_stop = lambda: True  # the runner's timeout fires during the transfer
+    with pytest.raises(StepError, match="interrupted"):
+        _step(sshd_server, remote_dump, work).apply(ctx)
+    assert _only_file(work) == []
+
+
+def test_stale_part_of_a_crashed_run_is_removed(
+    sshd_server: SshServer, remote_dump: Path, tmp_path: Path
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / ".gocdb.sql.abc123.part").write_bytes(b"half a dump")
+    _step(sshd_server, remote_dump, work).apply(_ctx(tmp_path, []))
+    assert _only_file(work) == ["gocdb.sql"]
