@@ -1,0 +1,117 @@
+"""check_dump_age: the engage precondition reads the status log with engine.statuslog."""
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from actions.base import Context
+from actions.check_dump_age import CheckDumpAge
+from actions.registry import step_class
+from engine.errors import StepError
+from tests.support import REPO
+
+NOW = datetime(2023, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def _ctx(tmp_path: Path, logs: list[str]) -> Context:
+    return Context(policy_name="test", state_dir=tmp_path, step_id="engage.1",
+                   secret=lambda name: tmp_path / name, log=logs.append, progress={})
+
+
+def _step(log: Path, max_age: str = "7h", **extra: object) -> CheckDumpAge:
+    return CheckDumpAge({"status_log": str(log), "max_age": max_age, **extra}, now=lambda: NOW)
+
+
+def _write(tmp_path: Path, lines: list[str]) -> Path:
+    path = tmp_path / "import.log"
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def test_registered() -> None:
+    assert step_class("check_dump_age") is CheckDumpAge
+
+
+def test_recent_success_passes_and_reports_age(tmp_path: Path) -> None:
+    log = _write(tmp_path, ["2023-01-01T10:00:00+0000",
+                            "2023-01-01T10:01:00+0000 INFO: completed ok"])
+    step = _step(log)
+    plan = step.plan(_ctx(tmp_path, []))
+    assert plan.problem is None and not plan.done
+    assert plan.summary == "last import completed ok 1h59m ago (max 7h)"
+    messages: list[str] = []
+    outcome = step.apply(_ctx(tmp_path, messages))
+    assert not outcome.changed
+    assert outcome.after == "2023-01-01T10:01:00+00:00"
+    assert messages == ["check_dump_age: last import completed ok 1h59m ago (max 7h)"]
+
+
+def test_old_success_fails_naming_the_log(tmp_path: Path) -> None:
+    log = _write(tmp_path, ["2023-01-01T04:00:00+0000 INFO: completed ok"])
+    step = _step(log)
+    plan = step.plan(_ctx(tmp_path, []))
+    assert plan.problem is not None and "8h ago, older than max_age 7h" in plan.problem
+    with pytest.raises(StepError, match=r"import\.log: last successful import was 8h ago") as err:
+        step.apply(_ctx(tmp_path, []))
+    assert not err.value.retryable
+
+
+def test_never_succeeded_fails(tmp_path: Path) -> None:
+    log = _write(tmp_path, ["2023-01-01T11:00:00+0000", "An Error"])
+    with pytest.raises(StepError, match="has no successful import"):
+        _step(log).apply(_ctx(tmp_path, []))
+
+
+def test_missing_log_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    step = _step(tmp_path / "absent.log")
+    plan = step.plan(_ctx(tmp_path, []))
+    assert plan.problem is not None and "absent.log does not exist" in plan.problem
+    with pytest.raises(StepError, match="absent.log does not exist"):
+        step.apply(_ctx(tmp_path, []))
+
+
+def test_failure_after_recent_success(tmp_path: Path) -> None:
+    log = _write(tmp_path, [
+        "2023-01-01T11:00:00+0000", "2023-01-01T11:01:00+0000 INFO: completed ok",
+        "2023-01-01T11:50:00+0000", "ORA-39002: invalid operation",
+    ])
+    # Like the original check: a later failure does not make a recent success stale ...
+    plan = _step(log).plan(_ctx(tmp_path, []))
+    assert plan.problem is None and "a later run failed (line 4)" in plan.summary
+    # ... but require_last_ok reproduces the engage script's "last line must be completed ok".
+    strict = _step(log, require_last_ok=True)
+    with pytest.raises(StepError, match=r"line 4: the last run failed \(ORA-39002"):
+        strict.apply(_ctx(tmp_path, []))
+
+
+def test_require_last_ok_passes_when_last_run_succeeded(tmp_path: Path) -> None:
+    log = _write(tmp_path, ["2023-01-01T10:00:00+0000 ERROR: scp failed",
+                            "2023-01-01T11:00:00+0000 INFO: completed ok"])
+    assert _step(log, require_last_ok=True).plan(_ctx(tmp_path, [])).problem is None
+
+
+def test_timezone_offsets_are_honoured(tmp_path: Path) -> None:
+    # 05:30+0100 is 04:30 UTC, 7h30m before NOW: stale, although its digits look 6h30m old.
+    log = _write(tmp_path, ["2023-01-01T05:30:00+0100 INFO: completed ok"])
+    assert _step(log).plan(_ctx(tmp_path, [])).problem is not None
+    log = _write(tmp_path, ["2023-01-01T05:30:00Z INFO: completed ok"])
+    assert _step(log).plan(_ctx(tmp_path, [])).problem is None
+
+
+def test_schema_fragment_accepts_and_rejects() -> None:
+    schema = json.loads((REPO / "schemas/steps/check_dump_age.json").read_text())
+    common = json.loads((REPO / "schemas/steps/common.json").read_text())
+    from referencing import Registry, Resource
+
+    registry = Registry().with_resource(common["$id"], Resource.from_contents(common))
+    validator = jsonschema.Draft202012Validator(schema, registry=registry)
+    good = {"status_log": "/var/log/x.log", "max_age": "7h", "require_last_ok": True,
+            "timeout": "10s"}
+    assert list(validator.iter_errors(good)) == []
+    assert list(validator.iter_errors({"status_log": "/x", "max_age": "7 hours"}))
+    assert list(validator.iter_errors({"status_log": "/x", "max_age": "7h", "maxage": 1}))
+    assert list(validator.iter_errors({"max_age": "7h"}))
