@@ -24,3 +24,13 @@ def load(args: argparse.Namespace) -> Policy:
     from engine.policy import load_policy
 
     return load_policy(policy_path(args), state_dir=getattr(args, "state_dir", None))
+
+
+def preflight(policy: Policy) -> None:
+    """The host checks `run`, `engage`, `restore` and `job` always make before acting."""
+    from engine.errors import PolicyError
+    from engine.hostcheck import host_problems
+
+    problems = host_problems(policy)
+    if problems:
+        raise PolicyError([f"{policy.path}: host check: {p}" for p in problems])

@@ -1,0 +1,171 @@
+"""Jobs (`failover-engine job NAME`, what cron calls): the standby refresh and its bookkeeping.
+
+Around the job's steps (run by the runner, like engage and restore) this module:
+- honours the `pause_file` switch: while it exists the job does nothing, logs the file's
+  contents and exits 1 (the original's noFetch/noImport);
+- refuses to run while the failover is engaged, engaging or restoring — the standby serves
+  users then and an import would overwrite their data — unless `--force` or the job says
+  `allow_when_engaged: true`;
+- holds `<state_dir>/jobs/<name>.lock` so two runs never overlap;
+- appends `<UTC time> INFO: completed ok` or `<UTC time> ERROR: <reason>` to `status_log`;
+- records last run, last success, duration and the data's age in `<state_dir>/jobs/<name>.json`;
+- mails the admins on failure when `notify_on_failure` is set.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.errors import FailoverError, UsageError
+from engine.fsutil import atomic_write, ensure_private_dir
+from engine.policy import JobSpec, Policy
+from engine.runner import RunReport, Runner
+from engine.state import StateStore, isotime
+
+log = logging.getLogger("failover_engine.job")
+
+BUSY_STATES = ("engaging", "engaged", "restoring")
+
+
+@dataclass
+class JobResult:
+    """How a job run ended: ok, and the one-line reason when not."""
+
+    ok: bool
+    reason: str = ""
+    report: RunReport | None = None
+
+
+def job_record_path(state_dir: Path, name: str) -> Path:
+    """`<state_dir>/jobs/<name>.json`."""
+    return state_dir / "jobs" / f"{name}.json"
+
+
+def read_record(state_dir: Path, name: str) -> dict[str, Any]:
+    """The job's record, or {} when it never ran."""
+    try:
+        return json.loads(job_record_path(state_dir, name).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _data_completed(report: RunReport) -> str | None:
+    for step in report.steps:
+        after = step.plan.after if step.plan is not None else None
+        if isinstance(after, dict) and after.get("data_completed"):
+            return str(after["data_completed"])
+    return None
+
+
+class JobLock:
+    """A non-blocking flock on the job's lock file: a second run refuses instead of waiting."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = None
+
+    def __enter__(self) -> JobLock:
+        ensure_private_dir(self.path.parent)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise FailoverError(f"{self.path}: this job is already running ({holder}); "
+                                    "runs never overlap") from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} since {isotime()}".encode(), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+
+
+def run_job(policy: Policy, name: str, *, force: bool = False) -> JobResult:
+    """Run one job with the semantics of the module docstring."""
+    if name not in policy.jobs:
+        known = ", ".join(sorted(policy.jobs)) or "none"
+        raise UsageError(f"{policy.path}: no job named {name!r} (jobs: {known})")
+    job = policy.jobs[name]
+    if job.pause_file is not None and job.pause_file.exists():
+        try:
+            why = job.pause_file.read_text(errors="replace").strip() or "(empty)"
+        except OSError as exc:
+            why = f"(unreadable: {exc.strerror})"
+        return _end(policy, job, JobResult(False, f"paused by {job.pause_file}: {why}"), 0.0)
+    state = StateStore(policy.state_dir).load().state
+    if state in BUSY_STATES and not (force or job.allow_when_engaged):
+        return _end(policy, job, JobResult(
+            False, f"refused: the failover is {state} and the standby serves users; "
+            "restore first, or use --force if you really mean to overwrite its data"), 0.0)
+    started = time.monotonic()
+    with JobLock(policy.state_dir / "jobs" / f"{name}.lock"):
+        ensure_private_dir(job.work_dir)
+        old_umask = os.umask(0o077)  # the dump holds personal data in clear text
+        try:
+            runner = Runner(policy, StateStore(policy.state_dir), None)
+            report = runner.run(f"job:{name}", job.steps, work_dir=job.work_dir)
+        finally:
+            os.umask(old_umask)
+    if report.ok:
+        result = JobResult(True, report=report)
+    else:
+        failed = report.failed
+        reason = (f"step {failed.index + 1} ({failed.step.name}) failed: {failed.summary}"
+                  if failed else "interrupted")
+        result = JobResult(False, reason, report)
+    return _end(policy, job, result, time.monotonic() - started)
+
+
+def _end(policy: Policy, job: JobSpec, result: JobResult, duration: float) -> JobResult:
+    from engine.statuslog import write_outcome
+
+    now = isotime()
+    record = read_record(policy.state_dir, job.name)
+    record.update({"last_run": now, "ok": result.ok, "duration": round(duration, 3)})
+    if result.ok:
+        record["last_success"] = now
+        record["last_error"] = None
+        completed = _data_completed(result.report) if result.report else None
+        if completed:
+            record["data_completed"] = completed
+    else:
+        record["last_error"] = result.reason
+    path = job_record_path(policy.state_dir, job.name)
+    ensure_private_dir(path.parent)
+    atomic_write(path, json.dumps(record, indent=2, sort_keys=True) + "\n", mode=0o644)
+    if job.status_log is not None:
+        write_outcome(job.status_log, result.ok, result.reason)
+    if result.ok:
+        log.info("job %s: completed ok (%.1fs)", job.name, duration)
+    else:
+        log.error("job %s: %s", job.name, result.reason)
+        if job.notify_on_failure:
+            _mail_failure(policy, job, result)
+    return result
+
+
+def _mail_failure(policy: Policy, job: JobSpec, result: JobResult) -> None:
+    if not policy.notify:
+        return
+    from actions.notify import send_mail
+    from engine.secrets import SecretStore
+
+    try:
+        send_mail(policy.notify, f"[{policy.name}] job {job.name} failed",
+                  f"Policy: {policy.name}\nJob: {job.name}\nTime: {isotime()}\n\n{result.reason}\n",
+                  spool_dir=policy.state_dir / "spool", secret=SecretStore(policy).path)
+    except Exception as exc:  # noqa: BLE001 - a mail failure must not hide the job's failure
+        log.warning("job %s: failure mail not sent: %s", job.name, exc)

@@ -1,0 +1,263 @@
+"""The monitor (`failover-engine run`): probe production on a fixed schedule and engage.
+
+Cycles start at `start + k × interval` on the monotonic clock, so the period never
+drifts; a cycle that overruns skips the slots it missed instead of bunching up. Each
+cycle runs the target and the guards concurrently, classifies the result (engine/tally.py)
+and logs one readable line, e.g.
+
+    probe production failed (3/30): HTTP 503; guard internet ok
+
+Between cycles it wakes every few hundred milliseconds to notice SIGTERM, SIGHUP
+(reload the policy if it validates), the `paused` switch file and requests dropped by
+`engage --now`, `restore` and `reset` while it runs. After `engaged` it keeps probing
+and reports when production is back, but it never fails back on its own.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+
+from actions import registry
+from actions.base import ProbeResult
+from engine.durations import parse_duration
+from engine.errors import FailoverError
+from engine.policy import Policy
+from engine.service import Engine, paused_flag
+from engine.state import isotime, parse_isotime, utcnow
+from engine.tally import Cycle, Tally, classify
+
+log = logging.getLogger("failover_engine.monitor")
+
+TICK = 0.2
+REQUESTS = ("engage", "restore", "reset")
+
+
+def requests_dir(state_dir: Path) -> Path:
+    """Where CLI commands drop requests for a running monitor."""
+    return state_dir / "requests"
+
+
+class Monitor:
+    """Runs cycles for one policy until stopped; see the module docstring."""
+
+    def __init__(self, engine: Engine, *, reload: Callable[[], Policy] | None = None) -> None:
+        self.engine = engine
+        self.reload_requested = threading.Event()
+        self._reload = reload
+        self._probes: dict[str, object] = {}
+        self._build_probes()
+
+    @property
+    def policy(self) -> Policy:
+        """The policy in force (replaced on a successful reload)."""
+        return self.engine.policy
+
+    def _build_probes(self) -> None:
+        self._probes = {
+            name: registry.probe_class(spec.kind)(spec.params)
+            for name, spec in self.policy.probes.items()
+        }
+
+    # -- one cycle ------------------------------------------------------------------------
+    def cycle(self) -> str:
+        """Run one probe cycle, update the state, engage if due; return the outcome line."""
+        monitor = self.policy.monitor
+        names = [monitor.target, *monitor.guards]
+        with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="probe") as pool:
+            results: dict[str, ProbeResult] = dict(
+                zip(names, pool.map(self._check, names), strict=True))
+        record = self.engine.record
+        now = isotime()
+        for name, result in results.items():
+            record.last_probes[name] = {"ok": result.ok, "detail": result.detail,
+                                        "latency": round(result.latency, 4), "at": now}
+        target = results[monitor.target]
+        verdict = classify(target.ok, [results[g].ok for g in monitor.guards])
+        tally = Tally(monitor.failures_to_engage,
+                      monitor.window[0] if monitor.window else None,
+                      monitor.window[1] if monitor.window else None,
+                      monitor.rise, record.failures, record.successes, list(record.window))
+        tally.record(verdict)
+        record.failures, record.successes, record.window = (
+            tally.failures, tally.successes, tally.window)
+        record.cycles += 1
+        line = self._outcome_line(verdict, target, results)
+        record.last_outcome = line
+        record.last_cycle = now
+        self._advance(verdict, tally, line)
+        self.engine.save()
+        self._write_metrics()
+        return line
+
+    def _check(self, name: str) -> ProbeResult:
+        try:
+            return self._probes[name].check()  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - a probe bug is a failed probe, not a dead engine
+            return ProbeResult(False, f"probe error: {type(exc).__name__}: {exc}", 0.0)
+
+    def _outcome_line(self, verdict: Cycle, target: ProbeResult,
+                      results: dict[str, ProbeResult]) -> str:
+        monitor = self.policy.monitor
+        record = self.engine.record
+        if verdict is Cycle.OK:
+            head = f"probe {monitor.target} ok ({target.latency * 1000:.0f}ms)"
+        elif verdict is Cycle.FAILED:
+            head = (f"probe {monitor.target} failed ({record.failures}/"
+                    f"{monitor.failures_to_engage}): {target.detail}")
+        else:
+            head = (f"probe {monitor.target} failed: {target.detail}; inconclusive, every guard "
+                    f"failed too (count holds at {record.failures}/{monitor.failures_to_engage})")
+        guards = [f"guard {g} {'ok' if results[g].ok else 'failed: ' + results[g].detail}"
+                  for g in monitor.guards]
+        return "; ".join([head, *guards])
+
+    def _advance(self, verdict: Cycle, tally: Tally, line: str) -> None:
+        engine, record = self.engine, self.engine.record
+        state = record.state
+        if state in ("watching", "suspect"):
+            if verdict is Cycle.FAILED:
+                if state == "watching":
+                    log.info("%s", line)
+                engine.lifecycle.fire("probe_failed")
+            elif verdict is Cycle.OK and state == "suspect":
+                engine.lifecycle.fire("probe_ok")
+            if tally.prolonged:
+                self._engage_if_allowed(line)
+        elif state == "engaged":
+            if tally.back and not record.production_back:
+                record.production_back = True
+                log.info("production is back (%d good cycles in a row); run "
+                         "`failover-engine restore` when ready", tally.successes)
+                engine.mail("production back", "production answers again; the failover stays "
+                            "engaged until an operator runs `failover-engine restore`")
+            elif verdict is Cycle.FAILED:
+                record.production_back = False
+        self._remind()
+
+    def _engage_if_allowed(self, line: str) -> None:
+        engine = self.engine
+        if not self.policy.monitor.auto_engage:
+            log.warning("the outage is prolonged, but auto_engage is false: not engaging")
+            return
+        if engine.held_down():
+            log.warning("the outage is prolonged, but the hold-down after the last restore "
+                        "blocks automatic engage until %s", engine.record.hold_down_until)
+            return
+        log.warning("the outage is prolonged (%s); engaging the failover", line)
+        engine.engage(manual=False)
+
+    def _remind(self) -> None:
+        record = self.engine.record
+        notify = self.policy.notify or {}
+        every = notify.get("remind_every")
+        if not every or record.state not in ("engaged", "aborted"):
+            return
+        last = parse_isotime(record.last_reminder) or parse_isotime(record.since)
+        if last is None or utcnow() - last >= timedelta(seconds=parse_duration(every)):
+            record.last_reminder = isotime()
+            self.engine.mail(f"reminder: still {record.state}",
+                             f"the engine is still {record.state} since {record.since}")
+
+    def _write_metrics(self) -> None:
+        try:
+            from engine.jobrecords import read_job_records
+            from engine.metrics import render_metrics, write_metrics
+        except ImportError:  # metrics arrive with the operations work
+            return
+        path = self.policy.monitor.metrics_file or self.policy.state_dir / "metrics.prom"
+        try:
+            text = render_metrics(self.policy, self.engine.record,
+                                  read_job_records(self.policy.state_dir), utcnow())
+            write_metrics(path, text)
+        except (OSError, FailoverError) as exc:
+            log.warning("metrics file %s not written: %s", path, exc)
+
+    # -- between cycles ---------------------------------------------------------------
+    def handle_requests(self) -> None:
+        """Apply the pause switch and any request dropped by the CLI."""
+        engine = self.engine
+        flag = paused_flag(self.policy.state_dir)
+        if flag.exists() and engine.record.state in ("watching", "suspect"):
+            engine.pause()
+        elif not flag.exists() and engine.record.state == "paused":
+            engine.resume()
+        folder = requests_dir(self.policy.state_dir)
+        for name in REQUESTS:
+            request = folder / name
+            if not request.exists():
+                continue
+            request.unlink(missing_ok=True)
+            log.info("request from the command line: %s", name)
+            try:
+                if name == "engage":
+                    engine.engage(manual=True)
+                elif name == "restore":
+                    engine.restore()
+                else:
+                    engine.reset()
+            except FailoverError as exc:
+                log.error("request %s refused: %s", name, exc)
+                engine.record.last_outcome = f"request {name} refused: {exc}"
+                engine.save()
+
+    def _maybe_reload(self) -> None:
+        if not self.reload_requested.is_set() or self._reload is None:
+            return
+        self.reload_requested.clear()
+        try:
+            policy = self._reload()
+        except FailoverError as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            log.error("SIGHUP: the new policy does not validate; keeping the old one: %s", first)
+            return
+        self.engine.policy = policy
+        self.engine.runner.policy = policy
+        self._build_probes()
+        log.info("SIGHUP: policy %s reloaded from %s", policy.name, policy.path)
+
+    def run_forever(self, *, max_cycles: int | None = None) -> None:
+        """Cycle every interval until the stop event is set (or `max_cycles` have run)."""
+        stop = self.engine.stop
+        self.engine.resume_interrupted()
+        start = time.monotonic()
+        slot = 0
+        done = 0
+        log.info("monitoring %s every %gs; engage after %d failures; pid %d",
+                 self.policy.monitor.target, self.policy.monitor.interval,
+                 self.policy.monitor.failures_to_engage, os.getpid())
+        while not stop.is_set():
+            self.handle_requests()
+            self._maybe_reload()
+            if stop.is_set():
+                break
+            line = self.cycle()
+            log.info("%s", line)
+            done += 1
+            if max_cycles is not None and done >= max_cycles:
+                break
+            interval = self.policy.monitor.interval
+            now = time.monotonic()
+            slot = max(slot + 1, int((now - start) / interval) + 1)
+            next_start = start + slot * interval
+            while not stop.is_set():
+                remaining = next_start - time.monotonic()
+                if remaining <= 0:
+                    break
+                stop.wait(min(TICK, remaining))
+                if self._pending():
+                    self.handle_requests()
+                    self._maybe_reload()
+        log.info("monitor stopped")
+
+    def _pending(self) -> bool:
+        folder = requests_dir(self.policy.state_dir)
+        flag = paused_flag(self.policy.state_dir)
+        paused = self.engine.record.state == "paused"
+        return (self.reload_requested.is_set() or flag.exists() != paused
+                or any((folder / n).exists() for n in REQUESTS))

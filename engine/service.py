@@ -1,0 +1,186 @@
+"""The engine for one policy: the state machine, the runner and the mail, tied together.
+
+`Engine` is what `run`, `engage`, `restore`, `reset`, `pause` and `resume` drive. It owns
+the EngineState record, fires the machine's transitions, runs the engage and restore
+steps through the runner, resumes a run interrupted by a crash, applies the hold-down
+after a restore, and mails the admins on every transition that needs a human.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+from engine.errors import FailoverError
+from engine.machine import Lifecycle
+from engine.policy import Policy
+from engine.runner import RunReport, Runner
+from engine.state import EngineState, StateStore, isotime, parse_isotime, utcnow
+
+log = logging.getLogger("failover_engine.engine")
+
+# Transitions worth a mail, and what the mail says.
+_MAILS = {
+    ("watching", "suspect"): "production failed a probe; counting towards the failover",
+    ("*", "engaging"): "engaging the failover",
+    ("engaging", "engaged"): "the failover is engaged: the standby now serves users",
+    ("*", "aborted"): "a step failed; the engine is ABORTED and needs an operator",
+    ("*", "restoring"): "restoring production",
+    ("restoring", "watching"): "production restored; the failover is armed again",
+    ("*", "paused"): "maintenance mode: probes run, nothing engages",
+    ("paused", "watching"): "maintenance mode ended; the failover is armed again",
+}
+
+
+class Engine:
+    """One policy's engine; see the module docstring. Not thread-safe: one caller at a time."""
+
+    def __init__(self, policy: Policy, store: StateStore | None = None, *,
+                 stop: threading.Event | None = None, send_mail: bool = True) -> None:
+        self.policy = policy
+        self.store = store or StateStore(policy.state_dir)
+        self.stop = stop or threading.Event()
+        self.record: EngineState = self.store.load()
+        self.send_mail = send_mail
+        self.lifecycle = Lifecycle(policy.name, self.record, self._on_change)
+        self.runner = Runner(policy, self.store, self.record, stop=self.stop)
+
+    # -- persistence and notifications ----------------------------------------------
+    def save(self) -> None:
+        """Write the record to the state file (atomically)."""
+        self.store.save(self.record)
+
+    def _on_change(self, source: str, dest: str, trigger: str) -> None:
+        log.info("state %s → %s (%s)", source, dest, trigger)
+        self.save()
+        text = _MAILS.get((source, dest)) or _MAILS.get(("*", dest))
+        if text:
+            self.mail(f"{dest}", text)
+
+    def mail(self, subject_state: str, text: str) -> None:
+        """Mail the admins (when the policy has a notify block); failures are spooled, not raised."""
+        if not self.send_mail or not self.policy.notify:
+            return
+        from actions.notify import flush_spool, send_mail
+
+        subject = f"[{self.policy.name}] {subject_state}: {text}"
+        body = "\n".join([
+            f"Policy: {self.policy.name}",
+            f"State: {self.record.state} (since {self.record.since})",
+            f"Failures in a row: {self.record.failures}/{self.policy.monitor.failures_to_engage}",
+            f"Time: {isotime()}",
+            "",
+            text,
+            "",
+            f"Last outcome: {self.record.last_outcome or '-'}",
+            f"Aborted because: {self.record.aborted_reason}" if self.record.aborted_reason else "",
+        ])
+        spool = self.policy.state_dir / "spool"
+        try:
+            flush_spool(self.policy.notify, spool, self.runner.secret)
+            send_mail(self.policy.notify, subject, body, spool_dir=spool, secret=self.runner.secret)
+        except FailoverError as exc:
+            log.warning("mail not sent (spooled for the next transition): %s", exc)
+        except Exception as exc:  # noqa: BLE001 - mail must never stop a failover
+            log.warning("mail not sent: %s: %s", type(exc).__name__, exc)
+
+    # -- the operations ---------------------------------------------------------------
+    def resume_interrupted(self) -> RunReport | None:
+        """After a crash: continue an engage or restore where its journal stopped."""
+        if self.record.state == "engaging":
+            log.warning("an engage was interrupted; resuming it at its first unfinished step")
+            return self._run_engage()
+        if self.record.state == "restoring":
+            log.warning("a restore was interrupted; resuming it at its first unfinished step")
+            return self._run_restore()
+        return None
+
+    def engage(self, *, manual: bool) -> RunReport:
+        """Engage the failover now (`manual`: by an operator, so the hold-down does not apply)."""
+        if self.record.state == "engaging":
+            return self._run_engage()
+        if not manual and self.held_down():
+            raise FailoverError(
+                f"policy {self.policy.name}: automatic engage blocked by the hold-down until "
+                f"{self.record.hold_down_until}; use `engage --now` to override")
+        self.lifecycle.fire("engage")
+        return self._run_engage()
+
+    def _run_engage(self) -> RunReport:
+        report = self.runner.run("engage", self.policy.engage)
+        return self._finish(report, "engaged")
+
+    def restore(self) -> RunReport:
+        """Run the restore steps (from engaged, or to roll back an aborted run)."""
+        if self.record.state != "restoring":
+            self.lifecycle.fire("restore")
+        return self._run_restore()
+
+    def _run_restore(self) -> RunReport:
+        report = self.runner.run("restore", self.policy.restore)
+        return self._finish(report, "restored")
+
+    def _finish(self, report: RunReport, success_trigger: str) -> RunReport:
+        if report.interrupted:
+            self.save()
+            return report
+        run = self.record.run or {}
+        self.record.last_run = {
+            "phase": report.phase, "started": run.get("started"), "finished": isotime(),
+            "ok": report.ok,
+            "steps": [{"step": r.step.name, "status": r.status, "summary": r.summary}
+                      for r in report.steps],
+        }
+        self.record.run = None
+        self._reset_counts()
+        if report.failed is not None:
+            failed = report.failed
+            self.record.aborted_reason = (
+                f"{report.phase} step {failed.index + 1} ({failed.step.name}) failed: "
+                f"{failed.summary}")
+            self.lifecycle.fire("abort")
+            return report
+        self.record.aborted_reason = None
+        if success_trigger == "engaged":
+            self.record.counts["engages"] = self.record.counts.get("engages", 0) + 1
+        else:
+            self.record.counts["restores"] = self.record.counts.get("restores", 0) + 1
+            until = utcnow() + timedelta(seconds=self.policy.monitor.hold_down)
+            self.record.hold_down_until = isotime(until)
+        self.lifecycle.fire(success_trigger)
+        return report
+
+    def reset(self) -> str:
+        """Leave `aborted` once the cause is fixed; returns the new state."""
+        self.lifecycle.fire("reset")
+        self.record.aborted_reason = None
+        self.save()
+        return self.record.state
+
+    def pause(self) -> None:
+        """Enter maintenance mode (probes run, nothing engages)."""
+        if self.record.state != "paused":
+            self.lifecycle.fire("pause")
+
+    def resume(self) -> None:
+        """Leave maintenance mode."""
+        if self.record.state == "paused":
+            self._reset_counts()
+            self.lifecycle.fire("resume")
+
+    def held_down(self) -> bool:
+        """True while the hold-down after a restore blocks automatic engage."""
+        until = parse_isotime(self.record.hold_down_until)
+        return until is not None and utcnow() < until
+
+    def _reset_counts(self) -> None:
+        self.record.failures = 0
+        self.record.successes = 0
+        self.record.window = []
+        self.record.production_back = False
+
+
+def paused_flag(state_dir: Path) -> Path:
+    """The maintenance switch file: while it exists the engine stays paused."""
+    return state_dir / "paused"
