@@ -1,0 +1,69 @@
+"""lock: present/absent, idempotent, atomic JSON, plan changes nothing."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from actions.base import Context
+from actions.lock import Lock
+from actions.registry import build_step
+from engine.errors import StepError
+
+
+def _ctx(state_dir: Path) -> Context:
+    return Context(policy_name="drill", state_dir=state_dir, step_id="engage/4",
+                   secret=lambda name: state_dir / name, log=[].append)
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
+    return {str(p): (p.lstat().st_mtime_ns, p.lstat().st_mode, p.lstat().st_size)
+            for p in [root, *root.rglob("*")]}
+
+
+def test_present_creates_then_is_idempotent(tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path)
+    step = build_step("lock", {"state": "present"})
+    assert isinstance(step, Lock)
+    plan = step.plan(ctx)
+    assert not plan.done and plan.problem is None and plan.before == "absent"
+    outcome = step.apply(ctx)
+    assert outcome.changed
+    info = json.loads((tmp_path / "engage.lock").read_text())
+    assert info["policy"] == "drill" and info["time"].endswith("Z") and info["host"]
+    assert (tmp_path / "engage.lock").stat().st_mode & 0o777 == 0o644
+    assert step.plan(ctx).done
+    assert not step.apply(ctx).changed
+
+
+def test_absent_removes_then_is_idempotent(tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path)
+    lock = tmp_path / "custom.lock"
+    Lock({"state": "present", "file": str(lock)}).apply(ctx)
+    step = Lock({"state": "absent", "file": str(lock)})
+    assert not step.plan(ctx).done
+    outcome = step.apply(ctx)
+    assert outcome.changed and outcome.before.startswith("present since ")
+    assert not lock.exists()
+    assert step.plan(ctx).done
+    assert not step.apply(ctx).changed
+
+
+@pytest.mark.parametrize("state", ["present", "absent"])
+def test_plan_changes_nothing(tmp_path: Path, state: str) -> None:
+    ctx = _ctx(tmp_path)
+    if state == "absent":
+        Lock({"state": "present"}).apply(ctx)
+    before = _snapshot(tmp_path)
+    plan = Lock({"state": state}).plan(ctx)
+    assert not plan.done
+    assert _snapshot(tmp_path) == before
+
+
+def test_missing_directory(tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path)
+    step = Lock({"state": "present", "file": str(tmp_path / "no" / "such" / "x.lock")})
+    assert "does not exist" in (step.plan(ctx).problem or "")
+    with pytest.raises(StepError, match="cannot create it"):
+        step.apply(ctx)
