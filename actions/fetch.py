@@ -30,8 +30,7 @@ Policy snippet (a job step)::
               timeout: 30m
 
 Output: `<dest_dir>/<basename of source>`; the step's `after` is that path.
-`dest_dir` defaults to the job's work dir, read from the step context's
-`progress["work_dir"]`.
+`dest_dir` defaults to the job's work dir (`ctx.work_dir`, set by the runner for job steps).
 """
 from __future__ import annotations
 
@@ -217,7 +216,7 @@ class Fetch:
     # -- where and what ---------------------------------------------------------------
 
     def _dest(self, ctx: Context) -> Path:
-        directory = self.dest_dir or ctx.progress.get("work_dir")
+        directory = self.dest_dir or ctx.work_dir
         if not directory:
             raise StepError("fetch: no dest_dir given and the job has no work dir; set dest_dir")
         if not self.name or self.name in {".", ".."}:

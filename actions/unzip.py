@@ -26,9 +26,9 @@ Policy snippet (a job step)::
               # file: /var/lib/failover-engine/work/gocdb.sql.zip   # default: the previous output
               # dest_dir: ...                                       # default: the job's work dir
 
-Inputs the job gives the step through its context: `progress["input_file"]` (the
-previous step's output, used when `file` is not set) and `progress["work_dir"]` (used when
-`dest_dir` is not set; without it, the zip's own directory). The step's `after` is the
+Inputs the runner gives a job step through its context: `ctx.input_file` (the previous
+step's output, used when `file` is not set) and `ctx.work_dir` (used when `dest_dir` is
+not set; without it, the zip's own directory). The step's `after` is the
 extracted file's path.
 """
 from __future__ import annotations
@@ -101,6 +101,11 @@ class Unzip:
         self.max_ratio = float(params.get("max_ratio", DEFAULT_MAX_RATIO))
 
     def plan(self, ctx: Context) -> Plan:
+        wanted = self.file or ctx.input_file
+        if ctx.dry_run and (wanted is None or not Path(wanted).exists()):
+            # In a dry-run the earlier steps have not produced the file: not a problem yet.
+            what = wanted or "the previous step's output"
+            return Plan(f"would extract the single file of {what} (checked once it exists)")
         try:
             source = self._source(ctx)
             if not _is_zip(source):
@@ -136,7 +141,7 @@ class Unzip:
     # -- checks -----------------------------------------------------------------------
 
     def _source(self, ctx: Context) -> Path:
-        file = self.file or ctx.progress.get("input_file")
+        file = self.file or ctx.input_file
         if not file:
             raise StepError("unzip: no file given and no previous step's output; set file")
         path = Path(file)
@@ -170,7 +175,7 @@ class Unzip:
                 f"unzip: {source}: member {info.filename!r} is compressed {ratio:.0f}:1, over "
                 f"max_ratio {self.max_ratio:g} (a zip bomb?); raise max_ratio if that is expected"
             )
-        directory = Path(self.dest_dir or ctx.progress.get("work_dir") or source.parent)
+        directory = Path(self.dest_dir or ctx.work_dir or source.parent)
         dest = directory / re.split(r"[/\\]", info.filename)[-1]
         if dest.resolve() == source.resolve():
             raise StepError(f"unzip: {source}: its member would overwrite the archive itself")

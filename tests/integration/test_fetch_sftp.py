@@ -92,7 +92,7 @@ def test_dest_dir_defaults_to_job_work_dir(
         "identity": str(sshd_server.identity),
     }
     ctx = _ctx(tmp_path, [])
-    ctx.progress["work_dir"] = str(work)
+    ctx.work_dir = work
     outcome = Fetch(params).apply(ctx)
     assert outcome.after == str(work / "gocdb.sql")
 

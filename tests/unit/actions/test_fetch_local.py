@@ -13,14 +13,16 @@ from actions.fetch import Fetch, parse_source
 from engine.errors import StepError
 
 
-def _ctx(tmp_path: Path, **progress: str) -> Context:
+def _ctx(tmp_path: Path, work_dir: str | None = None, input_file: str | None = None) -> Context:
     return Context(
         policy_name="test",
         state_dir=tmp_path / "state",
         step_id="job:import/0",
         secret=lambda name: tmp_path / name,
         log=[].append,
-        progress=dict(progress),
+        progress={},
+        work_dir=Path(work_dir) if work_dir else None,
+        input_file=Path(input_file) if input_file else None,
     )
 
 

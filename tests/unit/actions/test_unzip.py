@@ -23,14 +23,16 @@ DUMP = (
 )
 
 
-def _ctx(tmp_path: Path, **progress: str) -> Context:
+def _ctx(tmp_path: Path, work_dir: str | None = None, input_file: str | None = None) -> Context:
     return Context(
         policy_name="test",
         state_dir=tmp_path / "state",
         step_id="job:import/1",
         secret=lambda name: tmp_path / name,
         log=[].append,
-        progress=dict(progress),
+        progress={},
+        work_dir=Path(work_dir) if work_dir else None,
+        input_file=Path(input_file) if input_file else None,
     )
 
 
@@ -185,3 +187,10 @@ def test_member_would_overwrite_the_archive(tmp_path: Path, work: Path) -> None:
 def test_needs_a_file(tmp_path: Path) -> None:
     plan = Unzip({}).plan(_ctx(tmp_path))
     assert plan.problem == "unzip: no file given and no previous step's output; set file"
+
+
+def test_dry_run_before_the_file_exists(tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path)
+    ctx.dry_run = True
+    plan = Unzip({}).plan(ctx)
+    assert plan.problem is None and "previous step's output" in plan.summary
