@@ -1,0 +1,284 @@
+"""`install [--root DIR] [--dry-run] [--user USER]` and `uninstall [--root DIR] [--dry-run]`.
+
+install writes the monitor's systemd unit, the jobs' cron file and a logrotate snippet
+(engine/render.py), creates the state and log directories, and records every file and
+directory it created in `<root>/<state_dir>/installed.json`. uninstall reads that manifest
+and removes exactly those files (a file changed since install is kept and named) and the
+directories install created, when they are empty. Both are idempotent: running install
+twice changes nothing the second time and says so.
+
+`--root` writes under a staging root instead of `/` (packaging, tests); `--dry-run` prints
+each file and a unified diff against what is installed, and writes nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import hashlib
+import json
+import os
+import pwd
+import re
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.commands import load
+from engine.errors import FailoverError, UsageError
+from engine.fsutil import atomic_write
+from engine.policy import Policy
+from engine.render import LOG_DIR, RenderedFile, render_all, unit_name
+from engine.state import isotime
+
+MANIFEST = "installed.json"
+MANIFEST_VERSION = 1
+_USER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
+_CHECKOUT_BIN = Path(__file__).resolve().parents[2] / "bin" / "failover-engine"
+
+
+@dataclass
+class Change:
+    """What install would do to one file: create, update, keep or remove it."""
+
+    target: Path  # path on the target system, e.g. /etc/cron.d/failover-engine-gocdb
+    real: Path  # where that is under --root
+    action: str  # create | update | unchanged | remove
+    new: str | None
+    old: str | None
+    mode: int = 0o644
+
+
+def under(root: Path, path: Path) -> Path:
+    """`path` (absolute on the target system) inside the staging root."""
+    return root / Path(path).absolute().relative_to("/")
+
+
+def sha256(text: str) -> str:
+    """The manifest's fingerprint of a file's text."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def engine_executable() -> Path:
+    """The absolute path cron and systemd must run: this very `failover-engine`."""
+    argv0 = Path(sys.argv[0])
+    if argv0.name == "failover-engine" and os.access(argv0, os.X_OK):
+        return argv0.absolute()
+    beside = Path(sys.executable).parent / "failover-engine"  # the venv's console script
+    if os.access(beside, os.X_OK):
+        return beside
+    found = shutil.which("failover-engine")
+    return Path(found).absolute() if found else _CHECKOUT_BIN
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FailoverError(
+            f"{path}: cannot read the installed file ({exc}); fix or remove it"
+        ) from None
+
+
+def manifest_path(policy: Policy, root: Path) -> Path:
+    """Where install records what it wrote (inside the state directory)."""
+    return under(root, Path(policy.state_dir)) / MANIFEST
+
+
+def read_manifest(path: Path) -> dict[str, Any] | None:
+    """The manifest of a previous install, or None when there is none."""
+    text = _read(path)
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+        if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
+            raise ValueError("no files map")
+    except ValueError as exc:
+        raise FailoverError(
+            f"{path}: the install manifest is damaged ({exc}); remove the installed files by "
+            "hand, delete the manifest and run install again"
+        ) from None
+    return data
+
+
+def plan_install(policy: Policy, root: Path, rendered: list[RenderedFile],
+                 manifest: dict[str, Any] | None) -> list[Change]:
+    """Compare what should be installed with what is, file by file."""
+    changes = []
+    wanted = {str(f.path) for f in rendered}
+    for item in rendered:
+        real = under(root, item.path)
+        old = _read(real)
+        action = "create" if old is None else ("unchanged" if old == item.text else "update")
+        if action == "unchanged" and real.stat().st_mode & 0o7777 != item.mode:
+            action = "update"
+        changes.append(Change(item.path, real, action, item.text, old, item.mode))
+    # Files an earlier install wrote that this policy no longer needs (a job lost its schedule).
+    for target, info in sorted((manifest or {}).get("files", {}).items()):
+        if target in wanted:
+            continue
+        real = under(root, Path(target))
+        old = _read(real)
+        if old is not None and sha256(old) == info.get("sha256"):
+            changes.append(Change(Path(target), real, "remove", None, old))
+    return changes
+
+
+def _diff(change: Change) -> str:
+    old = (change.old or "").splitlines(keepends=True)
+    new = (change.new or "").splitlines(keepends=True)
+    before = f"{change.target} (installed)" if change.old is not None else "/dev/null"
+    after = f"{change.target} (rendered)" if change.new is not None else "/dev/null"
+    return "".join(difflib.unified_diff(old, new, before, after))
+
+
+def print_plan(changes: list[Change]) -> None:
+    """--dry-run output: each file, then the diff against what is installed."""
+    for change in changes:
+        if change.action == "unchanged":
+            print(f"unchanged: {change.target}")
+            continue
+        print(f"would {change.action}: {change.target} (mode {change.mode:04o})")
+        if change.new is not None:
+            print(f"--- content of {change.target} ---")
+            print(change.new, end="" if change.new.endswith("\n") else "\n")
+        diff = _diff(change)
+        if diff:
+            print(f"--- diff against {change.real} ---")
+            print(diff, end="" if diff.endswith("\n") else "\n")
+
+
+def _make_dirs(path: Path, mode: int, created: list[Path], root: Path) -> None:
+    """mkdir -p that records every directory it creates (target-system paths)."""
+    missing = []
+    probe = path
+    while not probe.exists():
+        missing.append(probe)
+        probe = probe.parent
+    for directory in reversed(missing):
+        directory.mkdir(mode=mode)
+        os.chmod(directory, mode)  # mkdir's mode is filtered by the umask
+        created.append(Path("/") / directory.relative_to(root))
+
+
+def _check_user(user: str, root: Path) -> pwd.struct_passwd | None:
+    if not _USER.match(user):
+        raise UsageError(f"--user {user!r} is not a valid user name (letters, digits, _ . -)")
+    try:
+        return pwd.getpwnam(user)
+    except KeyError:
+        if root == Path("/"):
+            raise UsageError(
+                f"--user {user!r}: no such user on this host; create it first (adduser --system)"
+            ) from None
+        return None  # staging for another host
+
+
+def main(args: argparse.Namespace) -> int:
+    """Write (or with --dry-run, show) the unit, cron file and logrotate snippet."""
+    policy = load(args)
+    root = Path(getattr(args, "root", None) or "/").absolute()
+    user = getattr(args, "user", None) or "root"
+    account = _check_user(user, root)
+    engine = Path(getattr(args, "engine", None) or engine_executable())
+    rendered = render_all(policy, engine, user)
+    mpath = manifest_path(policy, root)
+    manifest = read_manifest(mpath)
+    changes = plan_install(policy, root, rendered, manifest)
+    pending = [c for c in changes if c.action != "unchanged"]
+
+    if getattr(args, "dry_run", False):
+        print_plan(changes)
+        if not pending:
+            print(f"nothing to change: {len(changes)} files already installed under {root}")
+        return 0
+    if not pending and manifest is not None:
+        print(f"nothing to change: {len(changes)} files already installed under {root}")
+        return 0
+
+    created: list[Path] = []
+    try:
+        _make_dirs(under(root, Path(policy.state_dir)), 0o700, created, root)
+        log_dir = under(root, LOG_DIR)
+        _make_dirs(log_dir, 0o750, created, root)
+        if account is not None and user != "root" and os.geteuid() == 0:
+            for directory in (under(root, Path(policy.state_dir)), log_dir):
+                os.chown(directory, account.pw_uid, account.pw_gid)
+        for change in pending:
+            if change.action == "remove":
+                change.real.unlink()
+                print(f"removed {change.target} (no longer in the policy)")
+                continue
+            _make_dirs(change.real.parent, 0o755, created, root)
+            atomic_write(change.real, change.new or "", mode=change.mode)
+            print(f"{'created' if change.action == 'create' else 'updated'} {change.target}")
+        files = {str(c.target): {"sha256": sha256(c.new or ""), "mode": f"{c.mode:04o}"}
+                 for c in changes if c.action != "remove"}
+        dirs = list(dict.fromkeys([*(manifest or {}).get("dirs", []), *map(str, created)]))
+        data = {"version": MANIFEST_VERSION, "policy": str(Path(policy.path).absolute()),
+                "unit": unit_name(policy), "installed_at": isotime(), "engine": str(engine),
+                "user": user, "files": files, "dirs": dirs}
+        atomic_write(mpath, json.dumps(data, indent=2, sort_keys=True) + "\n", mode=0o600)
+    except PermissionError as exc:
+        raise FailoverError(
+            f"{exc.filename}: permission denied; run install as root, or use --root DIR to stage"
+        ) from None
+    except OSError as exc:
+        raise FailoverError(f"{exc.filename}: cannot write ({exc.strerror})") from None
+    print(f"recorded in {mpath}")
+    if root == Path("/"):
+        print(f"next: systemctl daemon-reload && systemctl enable --now {unit_name(policy)}")
+    return 0
+
+
+def uninstall_main(args: argparse.Namespace) -> int:
+    """Remove exactly what install recorded in its manifest, and nothing else."""
+    policy = load(args)
+    root = Path(getattr(args, "root", None) or "/").absolute()
+    dry_run = getattr(args, "dry_run", False)
+    mpath = manifest_path(policy, root)
+    manifest = read_manifest(mpath)
+    if manifest is None:
+        print(f"nothing to uninstall: {mpath} does not exist")
+        return 0
+    verb = "would remove" if dry_run else "removed"
+    if root == Path("/") and not dry_run:
+        print(f"stop the service first if it runs: systemctl disable --now {manifest.get('unit')}")
+    try:
+        for target, info in sorted(manifest["files"].items()):
+            real = under(root, Path(target))
+            text = _read(real)
+            if text is None:
+                print(f"already gone: {target}")
+            elif sha256(text) != info.get("sha256"):
+                print(f"kept {target}: changed since install; remove it by hand if unwanted")
+            else:
+                if not dry_run:
+                    real.unlink()
+                print(f"{verb} {target}")
+        if not dry_run:
+            mpath.unlink()
+        print(f"{verb} {mpath}")
+        # Deepest first, and only when empty: the state directory may hold state by now.
+        for target in sorted(manifest.get("dirs", []), key=lambda d: d.count("/"), reverse=True):
+            real = under(root, Path(target))
+            if dry_run:
+                if real.is_dir():
+                    print(f"would remove {target} if it is empty then")
+                continue
+            try:
+                real.rmdir()
+                print(f"removed {target}/")
+            except FileNotFoundError:
+                pass
+            except OSError:
+                print(f"kept {target}/: not empty")
+    except PermissionError as exc:
+        raise FailoverError(f"{exc.filename}: permission denied; run uninstall as root") from None
+    if root == Path("/") and not dry_run:
+        print("next: systemctl daemon-reload")
+    return 0

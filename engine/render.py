@@ -1,0 +1,275 @@
+"""Render the files `install` writes: the monitor's systemd unit, the jobs' cron file, logrotate.
+
+Everything here is a pure function of the policy and a few install options, so tests
+compare text and `install --dry-run` can diff it against what is on disk.
+
+- `/etc/systemd/system/failover-engine-<policy>.service` runs the monitor (`run`). It
+  restarts on failure but stops for good after `START_LIMIT_BURST` starts within
+  `START_LIMIT_INTERVAL` (a crash loop must page someone, not spin), and is hardened with
+  `ProtectSystem=strict`: the only writable paths are the state directory and the
+  directories the policy's engage and restore steps write to (the cron dir for
+  disable_cron/enable_cron, a lock file's dir, status logs, the metrics file's dir).
+- `/etc/cron.d/failover-engine-<policy>` has one line per job with a `schedule`. The
+  engage step `disable_cron` parks exactly this file, so a failover stops every job at once.
+- `/etc/logrotate.d/failover-engine-<policy>` rotates the jobs' status logs, their cron
+  output and the audit log. A rotated status log would lose the `completed ok` line that
+  `check_dump_age` and `check dump-age` look for, so the last success line (and the last
+  line) are carried over into the new file.
+"""
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.errors import UsageError
+from engine.policy import Policy, Step
+
+UNIT_DIR = Path("/etc/systemd/system")
+CRON_DIR = Path("/etc/cron.d")
+LOGROTATE_DIR = Path("/etc/logrotate.d")
+LOG_DIR = Path("/var/log/failover-engine")
+
+RESTART_SEC = "30s"
+START_LIMIT_BURST = 5
+START_LIMIT_INTERVAL = "15min"  # > START_LIMIT_BURST × RESTART_SEC, so the limit can trip
+TIMEOUT_STOP_SEC = "60s"
+
+# Step options that name a file the step creates, replaces or moves (its directory must be
+# writable: atomic replace and rename need it) or a directory the step writes into.
+FILE_KEYS = frozenset({"file", "path", "status_log", "link", "lock_file", "dest", "metrics_file"})
+DIR_KEYS = frozenset({"dir", "work_dir", "parked_dir", "archive_dir"})
+
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,-]+$")
+_CRON_NICKNAMES = frozenset(
+    {"@reboot", "@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
+)
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    """One file `install` writes: absolute path on the target system, text and mode."""
+
+    path: Path
+    text: str
+    mode: int = 0o644
+
+
+def unit_name(policy: Policy) -> str:
+    """The systemd unit of the policy's monitor."""
+    return f"failover-engine-{policy.name}.service"
+
+
+def cron_path(policy: Policy) -> Path:
+    """Where the policy's cron file goes (policy names are valid cron.d file names)."""
+    return CRON_DIR / f"failover-engine-{policy.name}"
+
+
+def logrotate_path(policy: Policy) -> Path:
+    """Where the policy's logrotate snippet goes."""
+    return LOGROTATE_DIR / f"failover-engine-{policy.name}"
+
+
+def job_log(policy: Policy, job: str, log_dir: Path = LOG_DIR) -> Path:
+    """The file cron appends a job's stdout and stderr to."""
+    return log_dir / f"{policy.name}-{job}.log"
+
+
+def _header(policy: Policy, comment: str = "#") -> str:
+    return (
+        f"{comment} Written by `failover-engine install` from {policy.path}.\n"
+        f"{comment} Edit the policy and run install again; changes made here are overwritten.\n"
+    )
+
+
+# --- systemd -------------------------------------------------------------------------------
+
+
+def systemd_quote(word: str, *, dollar: bool = False) -> str:
+    """Quote one word for a unit file: `%` → `%%` (specifiers), `$` → `$$` in Exec lines."""
+    word = word.replace("%", "%%")
+    if dollar:
+        word = word.replace("$", "$$")
+    if re.search(r'[\s"\'\\;]', word) or not word:
+        word = '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return word
+
+
+def _step_paths(step: Step) -> list[Path]:
+    paths = []
+    for key, value in step.params.items():
+        if not (isinstance(value, str) and value.startswith("/")):
+            continue
+        if key in FILE_KEYS:
+            paths.append(Path(value).parent)
+        elif key in DIR_KEYS:
+            paths.append(Path(value))
+    return paths
+
+
+def write_paths(policy: Policy) -> list[Path]:
+    """Directories the monitor must be able to write besides the state directory."""
+    state_dir = Path(policy.state_dir)
+    found: list[Path] = [CRON_DIR]
+    for step in [*policy.engage, *policy.restore]:
+        found.extend(_step_paths(step))
+    if policy.monitor.metrics_file is not None:
+        found.append(Path(policy.monitor.metrics_file).parent)
+    unique: list[Path] = []
+    for path in found:
+        inside_state = path == state_dir or state_dir in path.parents
+        if path.is_absolute() and not inside_state and path not in unique:
+            unique.append(path)
+    return sorted(unique)
+
+
+def render_unit(policy: Policy, engine_path: Path, user: str = "root") -> str:
+    """The monitor's service unit."""
+    policy_path = str(Path(policy.path).absolute())
+    exec_start = " ".join(
+        systemd_quote(w, dollar=True) for w in (str(engine_path), "--policy", policy_path, "run")
+    )
+    # "-" lets the unit start when an optional path does not exist yet; the state directory
+    # is created by install, so it is required.
+    rw = [systemd_quote(str(policy.state_dir))]
+    rw += ["-" + systemd_quote(str(p)) for p in write_paths(policy)]
+    lines = [
+        _header(policy).rstrip("\n"),
+        "[Unit]",
+        f"Description=failover-engine monitor for policy {policy.name}",
+        "Wants=network-online.target",
+        "After=network-online.target",
+        f"StartLimitIntervalSec={START_LIMIT_INTERVAL}",
+        f"StartLimitBurst={START_LIMIT_BURST}",
+        "",
+        "[Service]",
+        "Type=simple",
+    ]
+    if user != "root":
+        lines.append(f"User={user}")
+    lines += [
+        f"ExecStart={exec_start}",
+        # SIGHUP re-reads the policy (a broken one is refused and the old one kept).
+        "ExecReload=kill -HUP $MAINPID",
+        f"Environment={systemd_quote('FAILOVER_POLICY=' + policy_path)}",
+        "Restart=on-failure",
+        f"RestartSec={RESTART_SEC}",
+        # SIGTERM to the engine only; it finishes or abandons its step and exits cleanly.
+        "KillMode=mixed",
+        f"TimeoutStopSec={TIMEOUT_STOP_SEC}",
+        "UMask=0077",
+        "ProtectSystem=strict",
+        f"ReadWritePaths={' '.join(rw)}",
+        "NoNewPrivileges=yes",
+        "PrivateTmp=yes",
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# --- cron ----------------------------------------------------------------------------------
+
+
+def check_schedule(policy: Policy, job: str, schedule: str) -> str:
+    """The schedule normalised to single spaces, or UsageError naming the policy and job."""
+    fields = schedule.split()
+    ok = (len(fields) == 1 and fields[0] in _CRON_NICKNAMES) or (
+        len(fields) == 5 and all(_CRON_FIELD.match(f) for f in fields)
+    )
+    if not ok or "\n" in schedule:
+        raise UsageError(
+            f"{policy.path}: jobs.{job}.schedule {schedule!r} is not a cron schedule; "
+            "use five fields like '17 * * * *' or one of @hourly, @daily, @weekly"
+        )
+    return " ".join(fields)
+
+
+def cron_escape(command: str) -> str:
+    """cron turns an unescaped `%` in a command into a newline; escape it."""
+    return command.replace("%", "\\%")
+
+
+def render_cron(policy: Policy, engine_path: Path, user: str = "root",
+                log_dir: Path = LOG_DIR) -> str | None:
+    """The cron file, or None when no job has a schedule."""
+    policy_path = str(Path(policy.path).absolute())
+    lines = []
+    for name in sorted(policy.jobs):
+        job = policy.jobs[name]
+        if not job.schedule:
+            continue
+        when = check_schedule(policy, name, job.schedule)
+        command = shlex.join([str(engine_path), "--policy", policy_path, "job", name])
+        log = shlex.quote(str(job_log(policy, name, log_dir)))
+        lines.append(f"{when} {user} {cron_escape(command)} >> {cron_escape(log)} 2>&1")
+    if not lines:
+        return None
+    return (
+        _header(policy)
+        + "# The engage step disable_cron parks this file; enable_cron puts it back.\n"
+        + "SHELL=/bin/sh\n"
+        + "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+        + "\n".join(lines)
+        + "\n"
+    )
+
+
+# --- logrotate -----------------------------------------------------------------------------
+
+
+def _logrotate_quote(path: Path) -> str:
+    text = str(path)
+    return f'"{text}"' if re.search(r"\s", text) else text
+
+
+# Keeps the `completed ok` evidence across a rotation: the last success line, then the
+# last line (it may be a later failure), in the order they were written.
+_CARRY_OVER = (
+    '    postrotate\n'
+    '        old="$1.1"\n'
+    '        if [ -f "$old" ]; then\n'
+    '            { grep -h "completed ok" "$old" | tail -n 1; tail -n 1 "$old"; } | uniq >> "$1"\n'
+    '        fi\n'
+    '    endscript\n'
+)
+
+
+def render_logrotate(policy: Policy, log_dir: Path = LOG_DIR) -> str:
+    """The logrotate snippet for status logs, cron output and the audit log."""
+    status_logs = sorted({Path(j.status_log) for j in policy.jobs.values() if j.status_log})
+    cron_logs = sorted(job_log(policy, n, log_dir) for n, j in policy.jobs.items() if j.schedule)
+    audit = Path(policy.state_dir) / "audit.jsonl"
+    blocks = [_header(policy)]
+    if status_logs:
+        blocks.append(
+            " ".join(_logrotate_quote(p) for p in status_logs) + " {\n"
+            "    weekly\n    rotate 8\n    compress\n    delaycompress\n    missingok\n"
+            "    notifempty\n    create\n" + _CARRY_OVER + "}\n"
+        )
+    if cron_logs:
+        blocks.append(
+            " ".join(_logrotate_quote(p) for p in cron_logs) + " {\n"
+            "    weekly\n    rotate 8\n    compress\n    delaycompress\n    missingok\n"
+            "    notifempty\n}\n"
+        )
+    # The audit log is the record of every change made; keep two years of it.
+    blocks.append(
+        _logrotate_quote(audit) + " {\n"
+        "    monthly\n    rotate 24\n    compress\n    delaycompress\n    missingok\n"
+        "    notifempty\n}\n"
+    )
+    return "\n".join(blocks)
+
+
+def render_all(policy: Policy, engine_path: Path, user: str = "root",
+               log_dir: Path = LOG_DIR) -> list[RenderedFile]:
+    """Every file install writes for this policy, unit first."""
+    files = [RenderedFile(UNIT_DIR / unit_name(policy), render_unit(policy, engine_path, user))]
+    cron = render_cron(policy, engine_path, user, log_dir)
+    if cron is not None:
+        files.append(RenderedFile(cron_path(policy), cron))
+    files.append(RenderedFile(logrotate_path(policy), render_logrotate(policy, log_dir)))
+    return files

@@ -1,0 +1,175 @@
+"""Rendering of the systemd unit, the cron file and the logrotate snippet (engine/render.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.errors import UsageError
+from engine.policy import JobSpec, MonitorSpec, Policy, ProbeSpec, Step
+from engine.render import (
+    check_schedule,
+    cron_path,
+    render_all,
+    render_cron,
+    render_logrotate,
+    render_unit,
+    systemd_quote,
+    write_paths,
+)
+
+ENGINE = Path("/usr/local/bin/failover-engine")
+
+
+def make_policy(tmp_path: Path, **overrides) -> Policy:
+    """A GOCDB-like policy built by hand (load_policy is not needed for these tests)."""
+    state_dir = tmp_path / "state"
+    jobs = {
+        "import": JobSpec(
+            name="import", steps=[Step("unzip", {})], work_dir=state_dir / "work",
+            schedule="17 * * * *", status_log=Path("/var/log/failover-engine/import.log"),
+        ),
+        "archive": JobSpec(name="archive", steps=[Step("archive", {})],
+                           work_dir=state_dir / "work", schedule="@daily"),
+        "manual": JobSpec(name="manual", steps=[Step("unzip", {})], work_dir=state_dir / "work"),
+    }
+    fields = dict(
+        path=tmp_path / "gocdb.yaml",
+        name="gocdb",
+        state_dir=state_dir,
+        monitor=MonitorSpec(target="production", interval=600.0, failures_to_engage=30,
+                            guards=["internet"]),
+        engage=[
+            Step("notify", {"message": "engaging"}),
+            Step("check_dump_age", {"status_log": "/var/log/failover-engine/import.log",
+                                    "max_age": "7h"}),
+            Step("disable_cron", {"file": "/etc/cron.d/failover-engine-gocdb"}),
+            Step("lock", {"state": "present", "path": "/var/lock/gocdb/engage.lock"}),
+        ],
+        restore=[
+            Step("enable_cron", {"file": "/etc/cron.d/failover-engine-gocdb"}),
+            Step("lock", {"state": "absent", "path": "/var/lock/gocdb/engage.lock"}),
+        ],
+        probes={"production": ProbeSpec("production", "http", {"url": "https://x.invalid/"}),
+                "internet": ProbeSpec("internet", "http", {"url": "http://y.invalid/"})},
+        jobs=jobs,
+    )
+    fields.update(overrides)
+    return Policy(**fields)
+
+
+def unit_values(text: str) -> dict[tuple[str, str], list[str]]:
+    """(section, key) → values of a unit file, in order."""
+    section, values = "", {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            continue
+        key, _, value = line.partition("=")
+        values.setdefault((section, key), []).append(value)
+    return values
+
+
+def test_unit_runs_the_monitor_with_restart_limits_and_hardening(tmp_path):
+    policy = make_policy(tmp_path)
+    values = unit_values(render_unit(policy, ENGINE))
+    policy_file = str(tmp_path / "gocdb.yaml")
+    assert values[("Service", "ExecStart")] == [f"{ENGINE} --policy {policy_file} run"]
+    assert values[("Service", "Type")] == ["simple"]
+    assert values[("Service", "Restart")] == ["on-failure"]
+    assert values[("Service", "Environment")] == [f"FAILOVER_POLICY={policy_file}"]
+    # start limits belong in [Unit] (systemd ignores them in [Service] since v230)
+    assert ("Unit", "StartLimitBurst") in values and ("Unit", "StartLimitIntervalSec") in values
+    for key, want in [("ProtectSystem", "strict"), ("NoNewPrivileges", "yes"),
+                      ("PrivateTmp", "yes")]:
+        assert values[("Service", key)] == [want]
+    assert ("Service", "TimeoutStopSec") in values and ("Service", "RestartSec") in values
+    assert ("Service", "User") not in values  # root by default
+
+
+def test_read_write_paths_cover_state_cron_lock_and_status_dirs(tmp_path):
+    policy = make_policy(tmp_path)
+    rw = unit_values(render_unit(policy, ENGINE))[("Service", "ReadWritePaths")][0].split()
+    assert rw[0] == str(tmp_path / "state")  # required: install creates it
+    assert set(rw[1:]) == {"-/etc/cron.d", "-/var/lock/gocdb", "-/var/log/failover-engine"}
+    assert write_paths(policy) == sorted(
+        Path(p) for p in ("/etc/cron.d", "/var/lock/gocdb", "/var/log/failover-engine"))
+
+
+def test_paths_inside_the_state_dir_are_not_listed_twice(tmp_path):
+    inside = str(tmp_path / "state" / "engage.lock")
+    policy = make_policy(tmp_path, engage=[Step("lock", {"state": "present", "path": inside})],
+                         restore=[])
+    assert write_paths(policy) == [Path("/etc/cron.d")]
+
+
+def test_user_option_sets_user_in_unit_and_cron(tmp_path):
+    policy = make_policy(tmp_path)
+    assert unit_values(render_unit(policy, ENGINE, "failover"))[("Service", "User")] == ["failover"]
+    lines = [line for line in render_cron(policy, ENGINE, "failover").splitlines()
+             if line and not line.startswith("#") and "=" not in line.split()[0]]
+    assert all(line.split()[5 if line[0] != "@" else 1] == "failover" for line in lines)
+
+
+def test_systemd_quoting_of_odd_paths():
+    assert systemd_quote("/srv/a b/p%1.yaml") == '"/srv/a b/p%%1.yaml"'
+    assert systemd_quote("/a$b", dollar=True) == "/a$$b"
+    assert systemd_quote("/plain") == "/plain"
+
+
+def test_cron_has_one_line_per_scheduled_job_with_abs_policy_and_log(tmp_path):
+    policy = make_policy(tmp_path)
+    text = render_cron(policy, ENGINE)
+    entries = [line for line in text.splitlines()
+               if line and not line.startswith("#") and not line.split()[0].count("=")]
+    policy_file = tmp_path / "gocdb.yaml"
+    assert entries == [
+        f"@daily root {ENGINE} --policy {policy_file} job archive "
+        ">> /var/log/failover-engine/gocdb-archive.log 2>&1",
+        f"17 * * * * root {ENGINE} --policy {policy_file} job import "
+        ">> /var/log/failover-engine/gocdb-import.log 2>&1",
+    ]
+    assert text.endswith("\n")  # cron ignores a last line without a newline
+    assert cron_path(policy) == Path("/etc/cron.d/failover-engine-gocdb")
+
+
+def test_cron_escapes_percent_and_quotes_spaces(tmp_path):
+    odd = tmp_path / "my dir"
+    policy = make_policy(tmp_path, path=odd / "p%.yaml")
+    line = [x for x in render_cron(policy, ENGINE).splitlines() if "job import" in x][0]
+    assert f"'{odd}/p\\%.yaml'" in line
+
+
+def test_no_scheduled_job_means_no_cron_file(tmp_path):
+    policy = make_policy(tmp_path, jobs={})
+    assert render_cron(policy, ENGINE) is None
+    assert [f.path.name for f in render_all(policy, ENGINE)] == [
+        "failover-engine-gocdb.service", "failover-engine-gocdb"]
+
+
+@pytest.mark.parametrize("schedule", ["17 * * *", "* * * * * *", "@often", "1 2 3 4 5\nx",
+                                      "17 * * * ;rm"])
+def test_bad_schedule_is_a_usage_error_naming_the_job(tmp_path, schedule):
+    policy = make_policy(tmp_path)
+    with pytest.raises(UsageError, match=r"jobs\.import\.schedule"):
+        check_schedule(policy, "import", schedule)
+
+
+def test_schedule_whitespace_is_normalised(tmp_path):
+    assert check_schedule(make_policy(tmp_path), "x", " 17  *\t* * 1-5 ") == "17 * * * 1-5"
+
+
+def test_logrotate_covers_status_logs_cron_logs_and_audit(tmp_path):
+    policy = make_policy(tmp_path)
+    text = render_logrotate(policy)
+    heads = [line[:-2] for line in text.splitlines() if line.endswith(" {")]
+    assert heads == [
+        "/var/log/failover-engine/import.log",
+        "/var/log/failover-engine/gocdb-archive.log /var/log/failover-engine/gocdb-import.log",
+        str(tmp_path / "state" / "audit.jsonl"),
+    ]
+    assert len([line for line in text.splitlines() if line == "}"]) == 3
+    # the status log keeps its success evidence across a rotation
+    assert "completed ok" in text.split("}\n")[0]
