@@ -1,0 +1,128 @@
+"""Host checks: can this machine run the policy? (`validate --host`, and before acting).
+
+A policy can validate in CI, where its secrets and certificates do not exist; the host
+checks are what make sure it will work where it runs:
+
+- every file under `secrets:` exists, is owned by the engine's user, mode 0600/0400;
+- the `client_cert`, `client_key` and `ca_file` of each http probe load as PEM;
+- `state_dir` is a writable directory, or can be created;
+- each step whose action has `host_problems(ctx)` reports what it misses (a program
+  not on PATH, an unusable key file, ...).
+
+`host_problems(policy)` returns one line per problem, naming the key and the file; an
+empty list means the host is ready. Action modules are imported lazily, so only the
+libraries the policy's own step kinds need are loaded.
+"""
+from __future__ import annotations
+
+import os
+import ssl
+from pathlib import Path
+from typing import Any
+
+from engine.errors import FailoverError
+from engine.policy import Policy, Step
+from engine.secrets import SecretStore, check_secret_file
+
+
+def host_problems(policy: Policy) -> list[str]:
+    """Every problem that would stop the policy on this host, one line each."""
+    problems: list[str] = []
+    for name, path in policy.secrets.items():
+        problem = check_secret_file(path)
+        if problem:
+            problems.append(f"secrets.{name}: {problem}")
+    for name, probe in policy.probes.items():
+        if probe.kind == "http":
+            problems.extend(_tls_problems(f"probes.{name}.http", probe.params))
+    problem = _dir_problem(policy.state_dir)
+    if problem:
+        problems.append(f"state_dir: {problem}")
+    store = SecretStore(policy)
+    for step in policy.all_steps():
+        problems.extend(_step_problems(policy, step, store))
+    return problems
+
+
+def _tls_problems(where: str, params: dict[str, Any]) -> list[str]:
+    """The certificate, key and CA files of an http probe must load."""
+    problems: list[str] = []
+    cert, key, ca_file = params.get("client_cert"), params.get("client_key"), params.get("ca_file")
+    if cert:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        try:
+            # An empty password instead of None: an encrypted key must fail, not prompt on a tty.
+            context.load_cert_chain(cert, key, password=lambda: b"")
+        except (OSError, ssl.SSLError) as exc:
+            files = f"{cert} with key {key}" if key else str(cert)
+            problems.append(f"{where}.client_cert: cannot load {files}: {_reason(exc)} "
+                            "(a PEM certificate and its private key are needed)")
+    if ca_file:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        try:
+            context.load_verify_locations(cafile=ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            problems.append(f"{where}.ca_file: cannot load {ca_file}: {_reason(exc)} "
+                            "(a PEM bundle of CA certificates is needed)")
+    return problems
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return str(exc.reason or exc).lower().replace("_", " ")
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
+
+
+def _dir_problem(directory: Path) -> str | None:
+    """None when `directory` is a writable directory or could be created."""
+    if directory.exists():
+        if not directory.is_dir():
+            return f"{directory} exists but is not a directory"
+        if not os.access(directory, os.W_OK | os.X_OK):
+            return (f"{directory} is not writable by uid {os.geteuid()} "
+                    "(fix its owner, or choose another with --state-dir)")
+        return None
+    parent = directory.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        return (f"{directory} does not exist and cannot be created: {parent} is not writable "
+                f"by uid {os.geteuid()} (create it, or choose another with --state-dir)")
+    return None
+
+
+def _step_problems(policy: Policy, step: Step, store: SecretStore) -> list[str]:
+    from actions.base import Context
+    from actions.registry import STEP_KINDS, step_class
+
+    module = STEP_KINDS.get(step.kind, "").split(":")[0]
+    try:
+        cls = step_class(step.kind)
+    except ModuleNotFoundError as exc:
+        if exc.name == module:  # the step kind's module is not written yet: nothing to ask
+            return []
+        return [f"{step.where} ({step.kind}): needs the Python module {exc.name!r} "
+                "(run bin/bootstrap to install the dependencies)"]
+    except (ImportError, AttributeError, KeyError) as exc:
+        return [f"{step.where} ({step.kind}): cannot load the action: {exc}"]
+    if not hasattr(cls, "host_problems"):
+        return []
+    work_dir = None
+    for job in policy.jobs.values():
+        if any(s is step for s in job.steps):
+            work_dir = job.work_dir
+    ctx = Context(
+        policy_name=policy.name, state_dir=policy.state_dir, step_id=step.where,
+        secret=store.path, log=lambda _line: None, policy=policy, dry_run=True,
+        work_dir=work_dir,
+    )
+    try:
+        return [f"{step.where} ({step.kind}): {line}"
+                for line in cls(step.params).host_problems(ctx)]
+    except FailoverError as exc:
+        return [f"{step.where} ({step.kind}): {exc}"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        # The schema has accepted the options, so this is the action refusing this host.
+        return [f"{step.where} ({step.kind}): host check failed: {exc}"]
