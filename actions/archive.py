@@ -1,0 +1,306 @@
+"""`archive`: keep a copy of the imported dump under a dated name, and prune old copies.
+
+The file (by default the previous step's output) is copied — or moved, with
+`mode: move` — into `dir` under a `strftime` name taken in UTC (default
+`_goc5dump_%y-%m-%d_%H_%M_%S`) followed by the file's own extension (`.dmp`, `.sql`),
+e.g. `_goc5dump_25-11-26_06_45_00.sql`. A copy is written to a 0600 temporary file and
+renamed; a move is a rename (or copy + rename + delete across file systems). An
+interruption never leaves a partial file under an archive name.
+
+Then old archives are pruned. Only files whose name fits the `name` pattern (with any
+extension) are considered, so nothing else in `dir` is ever deleted, and never the file
+just archived:
+
+- `keep: N` keeps the newest N archives, the new one included (`keep: 1` is what the
+  original did: delete every older dump, then store the new one);
+- `max_age: 30d` deletes archives older than that;
+- both may be given (a file goes when either says so); neither: nothing is deleted.
+
+An archive's age is the UTC time in its name (its modification time when the pattern
+has no date). Idempotent: when `dir` already holds an identical copy of the file (same
+size, mtime and bytes), nothing is copied again; with `mode: move`, a re-run after the
+move finds the archive it recorded in the step's progress.
+
+Policy snippet (the last step of an import job)::
+
+    jobs:
+      import:
+        steps:
+          - fetch: {...}
+          - unzip: {}
+          - import_mariadb: {...}
+          - archive:
+              dir: /var/lib/failover-engine/archive
+              name: "_goc5dump_%y-%m-%d_%H_%M_%S"    # default; UTC
+              keep: 1
+              max_age: 30d      # optional
+              mode: copy        # default; or move
+              # file: ...       # default: the previous step's output (ctx.input_file)
+
+The step's `after` is the archived file's path.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import filecmp
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+from actions.base import Context, Outcome, Plan
+from engine.durations import parse_duration
+from engine.errors import StepError
+from engine.fsutil import ensure_private_dir, fsync_dir
+
+DEFAULT_NAME = "_goc5dump_%y-%m-%d_%H_%M_%S"
+_TEMP_PREFIX = ".archive-"
+_CHUNK = 1024 * 1024
+_NO_INPUT = "archive: no file given and no previous step's output; set file"
+
+
+@dataclass(frozen=True)
+class Archived:
+    """One file of the archive directory that fits the name pattern."""
+
+    path: Path
+    when: float  # epoch seconds, from the name (UTC) or the mtime
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+class Archive:
+    kind: ClassVar[str] = "archive"
+
+    def __init__(self, params: Mapping[str, Any]) -> None:
+        self.file = params.get("file")
+        self.dir = Path(str(params.get("dir", "")))
+        self.name = str(params.get("name", DEFAULT_NAME))
+        self.keep = params.get("keep")
+        self.mode = params.get("mode", "copy")
+        self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+        # A bad option is reported by plan()/apply() as a step error, not raised while the
+        # runner builds the step.
+        self.config_problem: str | None = None
+        self.max_age: float | None = None
+        try:
+            if "max_age" in params:
+                self.max_age = parse_duration(params["max_age"])
+        except ValueError as exc:
+            self.config_problem = f"archive: max_age: {exc}"
+        if not params.get("dir"):
+            self.config_problem = "archive: set dir, the archive directory"
+        elif "/" in self.name or not self.name.strip():
+            self.config_problem = f"archive: name {self.name!r} must be a file name, not a path"
+        elif self.keep is not None and (not isinstance(self.keep, int) or self.keep < 1):
+            self.config_problem = f"archive: keep must be a whole number ≥ 1, not {self.keep!r}"
+        elif self.mode not in ("copy", "move"):
+            self.config_problem = f"archive: mode must be copy or move, not {self.mode!r}"
+
+    # -- the step contract ------------------------------------------------------------
+
+    def plan(self, ctx: Context) -> Plan:
+        if self.config_problem:
+            return Plan("archive", problem=self.config_problem)
+        archives = self._archives()
+        before = [a.name for a in archives]
+        wanted = self.file or ctx.input_file
+        if wanted is None or not Path(wanted).is_file():
+            recorded = self._recorded(ctx)
+            if recorded is not None:
+                prune = self._to_prune(archives, recorded)
+                return Plan(self._summary(f"already archived as {recorded}", prune),
+                            before, str(recorded), done=not prune)
+            if ctx.dry_run:
+                what = wanted or "the previous step's output"
+                return Plan(f"would {self.mode} {what} into {self.dir} as {self.name}", before)
+            if wanted is None:
+                return Plan("archive", before, problem=_NO_INPUT)
+            return Plan("archive", before, problem=f"archive: {wanted} does not exist")
+        source = Path(wanted)
+        same = self._identical(source, archives)
+        if same is not None:
+            prune = self._to_prune(archives, same.path)
+            return Plan(self._summary(f"already archived as {same.path}", prune),
+                        before, str(same.path), done=not prune)
+        target = self._target(source)
+        prune = self._to_prune(archives, target)
+        return Plan(self._summary(f"{self.mode} {source} → {target}", prune), before, str(target))
+
+    def apply(self, ctx: Context) -> Outcome:
+        if self.config_problem:
+            raise StepError(self.config_problem)
+        ensure_private_dir(self.dir)
+        for leftover in self.dir.glob(f"{_TEMP_PREFIX}*.part"):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+        archives = self._archives()
+        before = [a.name for a in archives]
+        wanted = self.file or ctx.input_file
+        changed = True
+        if wanted is None or not Path(wanted).is_file():
+            target = self._recorded(ctx)
+            if target is None:
+                if wanted is None:
+                    raise StepError(_NO_INPUT)
+                raise StepError(f"archive: {wanted} does not exist; nothing to archive")
+            action, changed = f"already archived as {target}", False
+        else:
+            source = Path(wanted)
+            same = self._identical(source, archives)
+            if same is not None:
+                target, changed = same.path, False
+                action = f"already archived as {target}"
+                if self.mode == "move":
+                    source.unlink()
+                    action, changed = f"{action}; removed {source}", True
+            else:
+                target = self._target(source)
+                if target.exists():
+                    # Two runs within one second (or a name without seconds): do not overwrite.
+                    raise StepError(
+                        f"archive: {target} already exists with other content; retry later or "
+                        f"give name a finer time",
+                        retryable=True,
+                    )
+                self._store(ctx, source, target)
+                action = f"{'moved' if self.mode == 'move' else 'copied'} {source} → {target}"
+        pruned = self._prune(self._archives(), target)
+        if pruned:
+            changed = True
+        summary = self._summary(action, pruned, done=True)
+        ctx.log(summary)
+        return Outcome(summary, before, str(target), changed=changed)
+
+    # -- storing ----------------------------------------------------------------------
+
+    def _target(self, source: Path) -> Path:
+        return self.dir / (self.clock().astimezone(UTC).strftime(self.name) + source.suffix)
+
+    def _store(self, ctx: Context, source: Path, target: Path) -> None:
+        ctx.progress["archived"] = str(target)
+        ctx.save_progress()
+        if self.mode == "move":
+            try:
+                os.rename(source, target)
+                os.chmod(target, 0o600)
+                fsync_dir(self.dir)
+                return
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise StepError(
+                        f"archive: cannot move {source} to {target}: {exc.strerror}"
+                    ) from None
+            # Another file system: copy under a temp name, rename, then drop the source.
+            self._copy(source, target)
+            source.unlink()
+            return
+        self._copy(source, target)
+
+    def _copy(self, source: Path, target: Path) -> None:
+        fd, tmp_name = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=".part", dir=self.dir)
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as out, source.open("rb") as src:
+                os.fchmod(out.fileno(), 0o600)
+                shutil.copyfileobj(src, out, _CHUNK)
+                out.flush()
+                os.fsync(out.fileno())
+            st = source.stat()
+            # Same mtime as the source: how a re-run recognises the copy as already made.
+            os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+            os.replace(tmp, target)
+        except OSError as exc:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise StepError(f"archive: cannot copy {source} to {target}: {exc}") from None
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+        fsync_dir(self.dir)
+
+    # -- what is in the archive -------------------------------------------------------
+
+    def _archives(self) -> list[Archived]:
+        """Regular files in dir whose name fits the pattern, newest first."""
+        try:
+            entries = list(self.dir.iterdir())
+        except FileNotFoundError:
+            return []
+        found = []
+        for path in entries:
+            if path.is_symlink() or not path.is_file():
+                continue
+            when = self._time_of(path)
+            if when is not None:
+                found.append(Archived(path, when))
+        return sorted(found, key=lambda a: (a.when, a.name), reverse=True)
+
+    def _time_of(self, path: Path) -> float | None:
+        stem = path.name[: -len(path.suffix)] if path.suffix else path.name
+        for candidate in (stem, path.name):
+            try:
+                parsed = datetime.strptime(candidate, self.name)
+            except ValueError:
+                continue
+            if parsed.year == 1900:  # the pattern has no date: fall back to the mtime
+                return path.stat().st_mtime
+            return parsed.replace(tzinfo=UTC).timestamp()
+        return None
+
+    def _identical(self, source: Path, archives: list[Archived]) -> Archived | None:
+        st = source.stat()
+        for archived in archives:
+            other = archived.path.stat()
+            if (other.st_size, other.st_mtime_ns) == (st.st_size, st.st_mtime_ns) and filecmp.cmp(
+                source, archived.path, shallow=False
+            ):
+                return archived
+        return None
+
+    def _recorded(self, ctx: Context) -> Path | None:
+        """The archive this step made before a crash (mode: move leaves no source behind)."""
+        recorded = ctx.progress.get("archived")
+        if recorded and Path(recorded).is_file():
+            return Path(recorded)
+        return None
+
+    # -- pruning ----------------------------------------------------------------------
+
+    def _to_prune(self, archives: list[Archived], just_archived: Path) -> list[Archived]:
+        others = [a for a in archives if a.path != just_archived]
+        doomed: dict[Path, Archived] = {}
+        if self.keep is not None:
+            # The new archive is one of the `keep`.
+            for archived in others[max(0, self.keep - 1):]:
+                doomed[archived.path] = archived
+        if self.max_age is not None:
+            limit = self.clock().timestamp() - self.max_age
+            for archived in others:
+                if archived.when < limit:
+                    doomed[archived.path] = archived
+        return sorted(doomed.values(), key=lambda a: a.name)
+
+    def _prune(self, archives: list[Archived], just_archived: Path) -> list[Archived]:
+        doomed = self._to_prune(archives, just_archived)
+        for archived in doomed:
+            with contextlib.suppress(FileNotFoundError):
+                archived.path.unlink()
+        if doomed:
+            fsync_dir(self.dir)
+        return doomed
+
+    def _summary(self, action: str, pruned: list[Archived], done: bool = False) -> str:
+        if not pruned:
+            return action
+        verb = "deleted" if done else "delete"
+        names = ", ".join(a.name for a in pruned[:5]) + (", …" if len(pruned) > 5 else "")
+        return f"{action}; {verb} {len(pruned)} old archive(s): {names}"

@@ -1,0 +1,181 @@
+"""`archive`: dated copy or move into the archive dir, then keep/max_age pruning."""
+from __future__ import annotations
+
+import os
+import stat
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from actions.archive import Archive
+from actions.base import Context
+from engine.errors import StepError
+
+NOW = datetime(2025, 11, 26, 6, 45, 0, tzinfo=UTC)
+
+
+def _ctx(tmp_path: Path, input_file: Path | None = None) -> Context:
+    return Context(
+        policy_name="test",
+        state_dir=tmp_path / "state",
+        step_id="job:import/3",
+        secret=lambda name: tmp_path / name,
+        log=[].append,
+        progress={},
+        input_file=input_file,
+    )
+
+
+def _step(params: dict, now: datetime = NOW) -> Archive:
+    step = Archive(params)
+    step.clock = lambda: now
+    return step
+
+
+def _name(when: datetime, ext: str = ".sql") -> str:
+    return when.strftime("_goc5dump_%y-%m-%d_%H_%M_%S") + ext
+
+
+@pytest.fixture
+def dump(tmp_path: Path) -> Path:
+    work = tmp_path / "work"
+    work.mkdir()
+    path = work / "gocdb.sql"
+    path.write_bytes(b"-- MariaDB dump\n-- Dump completed\n")
+    os.chmod(path, 0o600)
+    return path
+
+
+@pytest.fixture
+def archive_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "archive"
+    directory.mkdir()
+    return directory
+
+
+def _old(archive_dir: Path, days: float, ext: str = ".sql") -> Path:
+    path = archive_dir / _name(NOW - timedelta(days=days), ext)
+    path.write_bytes(f"old dump {days}\n".encode())
+    return path
+
+
+def _names(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+def test_copy_under_utc_name_then_already_archived(
+    tmp_path: Path, dump: Path, archive_dir: Path
+) -> None:
+    step = _step({"dir": str(archive_dir)})
+    ctx = _ctx(tmp_path, input_file=dump)
+    expected = archive_dir / "_goc5dump_25-11-26_06_45_00.sql"
+    plan = step.plan(ctx)
+    assert plan.problem is None and not plan.done and plan.after == str(expected)
+    assert _names(archive_dir) == [], "plan is read-only"
+
+    outcome = step.apply(ctx)
+    assert outcome.changed and outcome.after == str(expected)
+    assert expected.read_bytes() == dump.read_bytes() and dump.exists()
+    assert stat.S_IMODE(expected.stat().st_mode) == 0o600
+    assert expected.stat().st_mtime_ns == dump.stat().st_mtime_ns
+
+    later = _step({"dir": str(archive_dir)}, NOW + timedelta(minutes=5))
+    assert later.plan(ctx).done
+    again = later.apply(ctx)
+    assert not again.changed and again.summary == f"already archived as {expected}"
+    assert _names(archive_dir) == [expected.name]
+
+
+def test_keep_newest_never_touches_other_files(
+    tmp_path: Path, dump: Path, archive_dir: Path
+) -> None:
+    old = [_old(archive_dir, d) for d in (1, 2, 3)]
+    (archive_dir / "README").write_text("not an archive\n")
+    (archive_dir / "other.dmp").write_text("not ours\n")
+    step = _step({"dir": str(archive_dir), "keep": 2})
+    plan = step.plan(_ctx(tmp_path, dump))
+    assert "delete 2 old archive(s)" in plan.summary
+    outcome = step.apply(_ctx(tmp_path, dump))
+    assert _names(archive_dir) == sorted(
+        ["README", "other.dmp", old[0].name, _name(NOW)]
+    )
+    assert "deleted 2 old archive(s)" in outcome.summary
+
+
+def test_original_behaviour_keep_1_move(tmp_path: Path, dump: Path, archive_dir: Path) -> None:
+    # The original deleted the older dumps and moved the imported one into the archive.
+    dmp = dump.with_suffix(".dmp")
+    dump.rename(dmp)
+    _old(archive_dir, 1, ".dmp")
+    _old(archive_dir, 9, ".dmp")
+    ctx = _ctx(tmp_path, dmp)
+    outcome = _step({"dir": str(archive_dir), "keep": 1, "mode": "move"}).apply(ctx)
+    assert _names(archive_dir) == [_name(NOW, ".dmp")]
+    assert not dmp.exists()
+    assert outcome.after == str(archive_dir / _name(NOW, ".dmp"))
+    # A re-run after the move (a crash before the journal entry) finds what it recorded.
+    rerun = _step({"dir": str(archive_dir), "keep": 1, "mode": "move"}, NOW + timedelta(seconds=3))
+    assert rerun.plan(ctx).done
+    assert not rerun.apply(ctx).changed
+
+
+def test_max_age(tmp_path: Path, dump: Path, archive_dir: Path) -> None:
+    young, old = _old(archive_dir, 10), _old(archive_dir, 40)
+    _step({"dir": str(archive_dir), "max_age": "30d"}).apply(_ctx(tmp_path, dump))
+    assert young.exists() and not old.exists()
+    assert (archive_dir / _name(NOW)).exists()
+
+
+def test_never_deletes_the_file_just_archived(
+    tmp_path: Path, dump: Path, archive_dir: Path
+) -> None:
+    # A clock behind the existing archives: the new one sorts oldest, and is still kept.
+    newer = [_old(archive_dir, -d) for d in (1, 2)]
+    past = NOW - timedelta(days=100)
+    _step({"dir": str(archive_dir), "keep": 1, "max_age": "1d"}, past).apply(_ctx(tmp_path, dump))
+    assert _names(archive_dir) == [_name(past)]
+    assert not any(p.exists() for p in newer)
+
+
+def test_name_taken_by_other_content_is_retryable(
+    tmp_path: Path, dump: Path, archive_dir: Path
+) -> None:
+    (archive_dir / _name(NOW)).write_bytes(b"another dump archived this very second\n")
+    with pytest.raises(StepError, match="already exists with other content") as info:
+        _step({"dir": str(archive_dir)}).apply(_ctx(tmp_path, dump))
+    assert info.value.retryable
+    assert (archive_dir / _name(NOW)).read_bytes().startswith(b"another dump")
+
+
+def test_creates_a_private_archive_dir(tmp_path: Path, dump: Path) -> None:
+    directory = tmp_path / "new" / "archive"
+    _step({"dir": str(directory), "file": str(dump)}).apply(_ctx(tmp_path))
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert _names(directory) == [_name(NOW)]
+
+
+@pytest.mark.parametrize(
+    ("params", "problem"),
+    [
+        ({"dir": "/x", "keep": 0}, "keep must be a whole number ≥ 1"),
+        ({"dir": "/x", "mode": "rename"}, "mode must be copy or move"),
+        ({"dir": "/x", "name": "a/b"}, "must be a file name, not a path"),
+        ({"dir": "/x", "max_age": "soon"}, "max_age:"),
+        ({}, "set dir"),
+    ],
+)
+def test_bad_options_are_step_problems(tmp_path: Path, params: dict, problem: str) -> None:
+    step = Archive(params)
+    assert problem in (step.plan(_ctx(tmp_path)).problem or "")
+    with pytest.raises(StepError, match=problem):
+        step.apply(_ctx(tmp_path))
+
+
+def test_missing_input(tmp_path: Path, archive_dir: Path) -> None:
+    step = _step({"dir": str(archive_dir)})
+    assert "no previous step's output" in (step.plan(_ctx(tmp_path)).problem or "")
+    ctx = _ctx(tmp_path)
+    ctx.dry_run = True
+    plan = step.plan(ctx)
+    assert plan.problem is None and plan.summary.startswith("would copy the previous step's output")
