@@ -1,0 +1,180 @@
+"""The metrics file: Prometheus text format (0.0.4) for node_exporter's textfile collector.
+
+The monitor calls `render_metrics()` after every cycle and each job after it runs, then
+`write_metrics()`, which replaces the file atomically (node_exporter must never read half
+a file). Families, all labelled with `policy`:
+
+    failover_engine_state{state}                      1 for the current state, 0 for the others
+    failover_engine_paused                            1 while maintenance mode is on
+    failover_engine_consecutive_failures              failed conclusive cycles in a row
+    failover_engine_failures_to_engage                the policy's threshold
+    failover_engine_probe_success{probe}              1/0, last result of each probe
+    failover_engine_probe_latency_seconds{probe}      how long that probe took
+    failover_engine_job_last_success_timestamp_seconds{job}
+    failover_engine_job_data_age_seconds{job}         now - the job's data_completed time
+    failover_engine_job_last_run_ok{job}              1/0, the job's latest run
+    failover_engine_engages_total / _restores_total   counters kept in the state file
+    failover_engine_hold_down_active                  1 while automatic engage is held down
+    failover_engine_aborted                           1 while the engine waits for `reset`
+    failover_engine_last_cycle_timestamp_seconds      end of the last completed cycle
+
+A sample whose value is unknown (a probe never run, a job never succeeded) is left out
+rather than written as 0, so alerts on it do not fire on a fresh install.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from engine.fsutil import atomic_write
+from engine.jobrecords import data_age, record_time
+from engine.policy import Policy
+from engine.state import EngineState, parse_isotime
+
+STATES = ("watching", "suspect", "engaging", "engaged", "restoring", "aborted", "paused")
+PREFIX = "failover_engine_"
+
+
+@dataclass
+class _Family:
+    name: str
+    kind: str  # gauge | counter
+    help: str
+    samples: list[tuple[dict[str, str], float]] = field(default_factory=list)
+
+
+def escape_label(value: str) -> str:
+    """Escape a label value as the text format requires: backslash, quote, newline."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def escape_help(text: str) -> str:
+    """Escape HELP text: backslash and newline."""
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def format_value(value: float) -> str:
+    """A sample value: integers without a fraction, NaN/±Inf spelled as Prometheus does."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(float(value))
+
+
+def probe_result(result: dict[str, Any] | None) -> tuple[bool | None, float | None]:
+    """(ok, latency seconds) of one entry of `EngineState.last_probes`, None where unknown.
+
+    The monitor writes `{"ok": bool, "latency": seconds, "at": iso, "detail": str}`;
+    `success` and `latency_seconds` are accepted as synonyms.
+    """
+    if not isinstance(result, dict):
+        return None, None
+    ok = result.get("ok", result.get("success"))
+    latency = result.get("latency", result.get("latency_seconds"))
+    ok_value = bool(ok) if isinstance(ok, bool | int) else None
+    latency_value = float(latency) if isinstance(latency, int | float) else None
+    return ok_value, latency_value
+
+
+def _timestamp(text: str | None) -> float | None:
+    try:
+        moment = parse_isotime(text)
+    except (TypeError, ValueError):
+        return None
+    return moment.timestamp() if moment is not None and moment.tzinfo else None
+
+
+def render_metrics(policy: Policy, state: EngineState, jobs: dict[str, dict[str, Any]],
+                   now: datetime, *, paused: bool | None = None) -> str:
+    """The whole metrics file for one policy. `paused` defaults to `<state_dir>/paused` existing."""
+    if paused is None:
+        paused = (Path(policy.state_dir) / "paused").exists()
+    base = {"policy": policy.name}
+    families: list[_Family] = []
+
+    def family(name: str, kind: str, help_text: str) -> _Family:
+        fam = _Family(PREFIX + name, kind, help_text)
+        families.append(fam)
+        return fam
+
+    def single(name: str, kind: str, help_text: str, value: float) -> None:
+        family(name, kind, help_text).samples.append((base, value))
+
+    fam = family("state", "gauge", "1 for the engine's current state, 0 for every other state.")
+    current = state.state
+    for name in dict.fromkeys((*STATES, current)):  # an unknown state still shows
+        fam.samples.append(({**base, "state": name}, 1.0 if name == current else 0.0))
+
+    single("paused", "gauge", "1 while maintenance mode (pause) is on.",
+           1.0 if paused or current == "paused" else 0.0)
+    single("consecutive_failures", "gauge",
+           "Consecutive failed conclusive probe cycles of the monitor target.",
+           float(state.failures))
+    single("failures_to_engage", "gauge",
+           "Consecutive failures that engage the failover (from the policy).",
+           float(policy.monitor.failures_to_engage))
+
+    success = family("probe_success", "gauge", "1 if the probe's last run succeeded, else 0.")
+    latency = family("probe_latency_seconds", "gauge", "Duration of the probe's last run.")
+    for probe in sorted(set(policy.probes) | set(state.last_probes)):
+        ok, seconds = probe_result(state.last_probes.get(probe))
+        labels = {**base, "probe": probe}
+        if ok is not None:
+            success.samples.append((labels, 1.0 if ok else 0.0))
+        if seconds is not None:
+            latency.samples.append((labels, seconds))
+
+    last_success = family("job_last_success_timestamp_seconds", "gauge",
+                          "Unix time of the job's last successful run.")
+    ages = family("job_data_age_seconds", "gauge",
+                  "Age of the data the job last completed (now - data_completed).")
+    last_ok = family("job_last_run_ok", "gauge", "1 if the job's latest run succeeded, else 0.")
+    for job in sorted(set(policy.jobs) | set(jobs)):
+        record = jobs.get(job) or {}
+        labels = {**base, "job": job}
+        moment = record_time(record, "last_success")
+        if moment is not None and moment.tzinfo is not None:
+            last_success.samples.append((labels, moment.timestamp()))
+        age = data_age(record, now)
+        if age is not None:
+            ages.samples.append((labels, age))
+        if isinstance(record.get("ok"), bool):
+            last_ok.samples.append((labels, 1.0 if record["ok"] else 0.0))
+
+    single("engages_total", "counter", "Engages started since the state file was created.",
+           float(state.counts.get("engages", 0)))
+    single("restores_total", "counter", "Restores started since the state file was created.",
+           float(state.counts.get("restores", 0)))
+    until = _timestamp(state.hold_down_until)
+    single("hold_down_active", "gauge",
+           "1 while automatic engage is blocked after a restore (monitor.hold_down).",
+           1.0 if until is not None and until > now.timestamp() else 0.0)
+    single("aborted", "gauge", "1 while an engage or restore aborted and waits for `reset`.",
+           1.0 if current == "aborted" else 0.0)
+
+    cycle = family("last_cycle_timestamp_seconds", "gauge",
+                   "Unix time the monitor last completed a probe cycle.")
+    last_cycle = _timestamp(state.last_cycle)
+    if last_cycle is not None:
+        cycle.samples.append((base, last_cycle))
+
+    return "".join(_render_family(f) for f in families)
+
+
+def _render_family(fam: _Family) -> str:
+    lines = [f"# HELP {fam.name} {escape_help(fam.help)}", f"# TYPE {fam.name} {fam.kind}"]
+    for labels, value in fam.samples:
+        label_text = ",".join(f'{k}="{escape_label(v)}"' for k, v in labels.items())
+        lines.append(f"{fam.name}{{{label_text}}} {format_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def write_metrics(path: str | Path, text: str) -> None:
+    """Replace the metrics file atomically, world-readable (node_exporter runs as its own user)."""
+    atomic_write(path, text, mode=0o644)
