@@ -213,6 +213,24 @@ class Fetch:
         ctx.log(f"fetched {self.source} → {dest} ({info.size} bytes)")
         return Outcome(f"fetched {self.source} → {dest} ({info.size} bytes)", before, str(dest))
 
+    def host_problems(self, ctx: Context) -> list[str]:
+        """For `validate --host`: the key and known_hosts files this step will need."""
+        if self.remote is None:
+            return []
+        if self.known_hosts is None or self.identity is None:
+            return [f"fetch: {self.source} is remote; set known_hosts and identity"]
+        problems = []
+        try:
+            check_private_key_file(self.identity)
+            _load_key(self.identity)
+        except StepError as exc:
+            problems.append(str(exc))
+        try:
+            paramiko.HostKeys(str(self.known_hosts))
+        except OSError as exc:
+            problems.append(f"fetch: known_hosts {self.known_hosts} cannot be read: {exc.strerror}")
+        return problems
+
     # -- where and what ---------------------------------------------------------------
 
     def _dest(self, ctx: Context) -> Path:

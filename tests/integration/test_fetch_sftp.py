@@ -5,13 +5,16 @@ import hashlib
 import os
 import shutil
 import stat
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from actions.archive import Archive
 from actions.base import Context
 from actions.fetch import Fetch
+from actions.unzip import Unzip
 from engine.errors import StepError
 from tests.fixtures.sshd import SshServer
 from tests.support import free_port
@@ -209,3 +212,45 @@ def test_stale_part_of_a_crashed_run_is_removed(
     (work / ".gocdb.sql.abc123.part").write_bytes(b"half a dump")
     _step(sshd_server, remote_dump, work).apply(_ctx(tmp_path, []))
     assert _only_file(work) == ["gocdb.sql"]
+
+
+def test_host_problems(sshd_server: SshServer, remote_dump: Path, tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path, [])
+    assert _step(sshd_server, remote_dump, tmp_path / "w").host_problems(ctx) == []
+    loose = tmp_path / "id_loose"
+    shutil.copyfile(sshd_server.identity, loose)
+    os.chmod(loose, 0o604)
+    problems = _step(
+        sshd_server, remote_dump, tmp_path / "w",
+        identity=str(loose), known_hosts=str(tmp_path / "none"),
+    ).host_problems(ctx)
+    assert len(problems) == 2
+    assert "has mode 0604" in problems[0] and "cannot be read" in problems[1]
+
+
+def test_zipped_dump_fetched_unzipped_archived(
+    sshd_server: SshServer, remote_dump: Path, tmp_path: Path
+) -> None:
+    """The import job's file steps chained by hand, as the runner chains them (input_file)."""
+    zipped = remote_dump.with_suffix(".sql.zip")
+    with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.write(remote_dump, "gocdb.sql")
+    work = tmp_path / "work"
+    ctx = _ctx(tmp_path, [])
+    ctx.work_dir = work
+    params = {
+        "source": sshd_server.source(zipped),
+        "port": sshd_server.port,
+        "known_hosts": str(sshd_server.known_hosts),
+        "identity": str(sshd_server.identity),
+    }
+    fetched = Fetch(params).apply(ctx)
+    assert fetched.after == str(work / "gocdb.sql.zip")
+    ctx.input_file = Path(fetched.after)
+    unzipped = Unzip({}).apply(ctx)
+    assert unzipped.after == str(work / "gocdb.sql")
+    assert Path(unzipped.after).read_bytes() == remote_dump.read_bytes()
+    ctx.input_file = Path(unzipped.after)
+    archived = Archive({"dir": str(tmp_path / "archive"), "keep": 1}).apply(ctx)
+    assert Path(archived.after).name.startswith("_goc5dump_") and archived.after.endswith(".sql")
+    assert Path(archived.after).read_bytes() == remote_dump.read_bytes()
