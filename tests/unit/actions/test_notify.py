@@ -1,0 +1,217 @@
+"""notify against a real aiosmtpd sink: headers and body, spooling when the relay is down."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from actions.base import Context
+from actions.notify import Notify, flush_spool, pending, read_credentials, send_mail
+from engine.drillkit.pki import Pki
+from engine.drillkit.smtp import SmtpSink
+from engine.errors import StepError
+
+
+def _config(sink: SmtpSink, **smtp: Any) -> dict[str, Any]:
+    return {"email": {"smtp": {"host": "127.0.0.1", "port": sink.port, **smtp},
+                      "from": "failover@standby.test",
+                      "to": ["admins@example.test", "oncall@example.test"],
+                      "subject": "drill failover"}}
+
+
+def _ctx(state_dir: Path, notify: dict | None, secrets: dict[str, Path] | None = None,
+         log: list[str] | None = None) -> Context:
+    saved: list[dict] = []
+    ctx = Context(policy_name="drill", state_dir=state_dir, step_id="engage/1",
+                  secret=lambda name: (secrets or {})[name],
+                  log=(log if log is not None else []).append,
+                  policy=SimpleNamespace(notify=notify, name="drill"))
+    ctx.save_progress = lambda: saved.append(dict(ctx.progress))
+    return ctx
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
+    return {str(p): (p.lstat().st_mtime_ns, p.lstat().st_mode, p.lstat().st_size)
+            for p in [root, *root.rglob("*")]}
+
+
+def test_step_sends_mail_with_headers_and_body(tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    ctx = _ctx(tmp_path, _config(smtp_sink))
+    ctx.progress["engine_state"] = "engaging"
+    step = Notify({"message": "Production failed 3 probes in a row; engaging the failover."})
+    outcome = step.apply(ctx)
+    assert outcome.changed
+    [received] = smtp_sink.received
+    msg = received.message
+    assert received.mail_from == "failover@standby.test"
+    assert received.rcpt_tos == ["admins@example.test", "oncall@example.test"]
+    assert msg["From"] == "failover@standby.test"
+    assert msg["To"] == "admins@example.test, oncall@example.test"
+    assert msg["Subject"] == "drill failover"
+    assert msg["Date"].datetime.utcoffset().total_seconds() == 0
+    assert msg["Message-ID"] == outcome.after == ctx.progress["message_id"]
+    assert msg["Auto-Submitted"] == "auto-generated"
+    body = msg.get_content().replace("\r\n", "\n")
+    assert body.startswith("Production failed 3 probes in a row; engaging the failover.\n")
+    assert "policy:  drill" in body and "state:   engaging" in body and "step:    engage/1" in body
+    assert "host:    " in body and " UTC" in body
+    assert pending(tmp_path / "spool") == []
+
+
+def test_second_apply_is_a_no_op(tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    ctx = _ctx(tmp_path, _config(smtp_sink))
+    step = Notify({"message": "engaged", "subject": "ENGAGED"})
+    step.apply(ctx)
+    assert step.plan(ctx).done
+    again = step.apply(ctx)
+    assert not again.changed and "already sent" in again.summary
+    assert [m["Subject"] for m in smtp_sink.messages] == ["ENGAGED"]
+
+
+def test_plan_sends_nothing_and_writes_nothing(tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    ctx = _ctx(tmp_path, _config(smtp_sink))
+    before = _snapshot(tmp_path)
+    plan = Notify({"message": "hello"}).plan(ctx)
+    assert not plan.done and plan.problem is None
+    assert plan.summary.startswith(
+        f"would mail admins@example.test, oncall@example.test via 127.0.0.1:{smtp_sink.port}: "
+        "subject 'drill failover'")
+    assert smtp_sink.received == []
+    assert _snapshot(tmp_path) == before
+
+
+def test_sink_down_spools_then_flush_delivers(tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    config = _config(smtp_sink)
+    ctx = _ctx(tmp_path, config)
+    smtp_sink.stop()
+    step = Notify({"message": "engaging while the relay is down"})
+    with pytest.raises(StepError) as err:
+        step.apply(ctx)
+    assert err.value.retryable
+    assert f"cannot reach the mail relay 127.0.0.1:{smtp_sink.port}" in str(err.value)
+    assert "will be sent on the next transition" in str(err.value)
+    [spooled] = pending(tmp_path / "spool")
+    assert spooled.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "spool").stat().st_mode & 0o777 == 0o700
+    assert "1 spooled message(s)" in Notify({"message": "x"}).plan(ctx).summary
+
+    with pytest.raises(StepError):  # still down: nothing lost
+        flush_spool(config, tmp_path / "spool", ctx.secret)
+    assert pending(tmp_path / "spool") == [spooled]
+
+    smtp_sink.start()
+    assert flush_spool(config, tmp_path / "spool", ctx.secret) == 1
+    assert pending(tmp_path / "spool") == []
+    [msg] = smtp_sink.messages
+    assert msg["Message-ID"] == ctx.progress["message_id"]
+    assert "engaging while the relay is down" in msg.get_content()
+    # The step, retried after the flush, knows its mail went out and sends no second one.
+    assert not step.apply(ctx).changed
+    assert flush_spool(config, tmp_path / "spool", ctx.secret) == 0
+    assert len(smtp_sink.messages) == 1
+
+
+def test_retry_of_the_step_sends_the_spooled_copy(tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    ctx = _ctx(tmp_path, _config(smtp_sink))
+    smtp_sink.stop()
+    step = Notify({"message": "retry me"})
+    with pytest.raises(StepError):
+        step.apply(ctx)
+    smtp_sink.start()
+    outcome = step.apply(ctx)  # what the runner's retry does
+    assert outcome.changed
+    assert [m["Message-ID"] for m in smtp_sink.messages] == [ctx.progress["message_id"]]
+
+
+def test_send_mail_flushes_older_mail_first(tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    config, spool = _config(smtp_sink), tmp_path / "spool"
+    smtp_sink.stop()
+    with pytest.raises(StepError):
+        send_mail(config, "first", "one", spool_dir=spool, secret=lambda n: tmp_path / n)
+    smtp_sink.start()
+    message_id = send_mail(config, "second", "two", spool_dir=spool,
+                           secret=lambda n: tmp_path / n)
+    assert [m["Subject"] for m in smtp_sink.messages] == ["first", "second"]
+    assert smtp_sink.messages[1]["Message-ID"] == message_id
+    assert pending(spool) == []
+
+
+def test_temporary_rejection_keeps_mail_spooled(tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    config, spool = _config(smtp_sink), tmp_path / "spool"
+    smtp_sink.reject = "451 4.3.0 try again later"
+    with pytest.raises(StepError, match="451 4.3.0 try again later") as err:
+        send_mail(config, "s", "b", spool_dir=spool, secret=lambda n: tmp_path / n)
+    assert err.value.retryable
+    assert len(pending(spool)) == 1
+    smtp_sink.reject = None
+    assert flush_spool(config, spool, lambda n: tmp_path / n) == 1
+
+
+def test_permanent_rejection_moves_mail_aside(tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    config, spool = _config(smtp_sink), tmp_path / "spool"
+    smtp_sink.reject = "554 5.7.1 not from you"
+    with pytest.raises(StepError, match="refused the mail for good") as err:
+        send_mail(config, "s", "b", spool_dir=spool, secret=lambda n: tmp_path / n)
+    assert not err.value.retryable
+    assert pending(spool) == []
+    assert len(list((spool / "rejected").glob("*.eml"))) == 1
+
+
+def test_starttls_and_auth(tmp_path: Path, smtp_sink_tls: SmtpSink, pki: Pki) -> None:
+    cred = tmp_path / "smtp.cred"
+    cred.write_text("drill:s3cret\n")
+    os.chmod(cred, 0o600)
+    config = _config(smtp_sink_tls, starttls=True, ca_file=str(pki.ca.cert), credentials="smtp")
+    ctx = _ctx(tmp_path, config, secrets={"smtp": cred})
+    assert Notify({"message": "over TLS"}).host_problems(ctx) == []
+    Notify({"message": "over TLS"}).apply(ctx)
+    [received] = smtp_sink_tls.received
+    assert received.authenticated_as == "drill"
+
+
+def test_wrong_password_is_clear_and_spooled(tmp_path: Path, smtp_sink_tls: SmtpSink,
+                                            pki: Pki) -> None:
+    cred = tmp_path / "smtp.cred"
+    cred.write_text("drill\nwrong-password\n")
+    config = _config(smtp_sink_tls, starttls=True, ca_file=str(pki.ca.cert), credentials="smtp")
+    ctx = _ctx(tmp_path, config, secrets={"smtp": cred})
+    with pytest.raises(StepError, match="refused the login from secret 'smtp'") as err:
+        Notify({"message": "x"}).apply(ctx)
+    assert "wrong-password" not in str(err.value)
+    assert len(pending(tmp_path / "spool")) == 1
+
+
+def test_starttls_with_untrusted_relay_fails(tmp_path: Path, smtp_sink_tls: SmtpSink,
+                                             pki: Pki) -> None:
+    config = _config(smtp_sink_tls, starttls=True, ca_file=str(pki.wrong_ca.cert))
+    with pytest.raises(StepError, match="STARTTLS with 127.0.0.1:.* failed"):
+        send_mail(config, "s", "b", spool_dir=tmp_path / "spool", secret=lambda n: tmp_path / n)
+
+
+def test_credentials_file_formats(tmp_path: Path) -> None:
+    path = tmp_path / "c"
+    path.write_text("user:pa:ss\n")
+    assert read_credentials(path) == ("user", "pa:ss")
+    path.write_text("user\npass word\n")
+    assert read_credentials(path) == ("user", "pass word")
+    path.write_text("only-a-password\n")
+    with pytest.raises(StepError, match="must hold 'user:password'") as err:
+        read_credentials(path)
+    assert "only-a-password" not in str(err.value)
+
+
+def test_no_notify_block(tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path, None)
+    step = Notify({"message": "x"})
+    assert "no `notify.email` block" in (step.plan(ctx).problem or "")
+    with pytest.raises(StepError, match="no `notify.email` block"):
+        step.apply(ctx)
+
+
+def test_flush_with_empty_spool_contacts_nobody(tmp_path: Path) -> None:
+    config = {"email": {"smtp": {"host": "127.0.0.1", "port": 1}, "from": "a@b", "to": ["c@d"]}}
+    assert flush_spool(config, tmp_path / "spool", lambda n: tmp_path / n) == 0
+    assert not (tmp_path / "spool").exists()
