@@ -7,6 +7,7 @@ import struct
 import uuid
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -194,3 +195,14 @@ def test_dry_run_before_the_file_exists(tmp_path: Path) -> None:
     ctx.dry_run = True
     plan = Unzip({}).plan(ctx)
     assert plan.problem is None and "previous step's output" in plan.summary
+
+
+def test_member_that_would_not_fit_the_disk_refused(
+    tmp_path: Path, work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The free space of the test machine's disk cannot be shrunk; its report can.
+    monkeypatch.setattr(
+        "actions.unzip.shutil.disk_usage", lambda path: SimpleNamespace(total=100, used=90, free=10)
+    )
+    archive = _zip(work / "gocdb.sql.zip", ("gocdb.sql", DUMP))
+    _refused(tmp_path, archive, rf"needs {len(DUMP)} bytes but .*/work/out has 10 free")
