@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 import tempfile
@@ -171,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from engine.logs import setup_logging
 
     setup_logging(args.log_format, args.verbose)
+    # transitions narrates every callback at INFO; our own transition lines say what matters.
+    logging.getLogger("transitions").setLevel(logging.WARNING)
     module_name, function = COMMANDS[key].split(":")
     try:
         module = importlib.import_module(f"engine.commands.{module_name}")
