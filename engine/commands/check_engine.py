@@ -1,0 +1,82 @@
+"""`check engine`: a Nagios/Icinga plugin watching the engine itself.
+
+    CRITICAL  the monitor has never completed a cycle, or not within 3 intervals
+              (it is dead, hung or cannot run), or the state is `aborted` (needs `reset`)
+    WARNING   the failover is engaged (the standby serves users), or maintenance mode is on
+    OK        otherwise
+    UNKNOWN   the policy or the state file cannot be read, or anything unexpected
+
+One line of text, then `|` and performance data (cycle age, failures) for graphs:
+
+    ENGINE OK - policy gocdb watching, last cycle 2m ago, failures 0/30 | cycle_age=120s;;1800;0 ...
+"""
+from __future__ import annotations
+
+import argparse
+from datetime import datetime
+
+from engine.commands import load
+from engine.durations import format_duration
+from engine.errors import FailoverError
+from engine.policy import Policy
+from engine.state import EngineState, StateStore, parse_isotime, utcnow
+
+OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
+LABELS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
+STALE_INTERVALS = 3
+
+
+def evaluate(policy: Policy, state: EngineState, paused: bool, now: datetime) -> tuple[int, str]:
+    """(Nagios code, one line with perfdata) for the engine's state at `now`."""
+    interval = policy.monitor.interval
+    limit = STALE_INTERVALS * interval
+    try:
+        last = parse_isotime(state.last_cycle)
+    except ValueError:
+        last = None
+    age = (now - last).total_seconds() if last is not None and last.tzinfo else None
+    failures = f"failures {state.failures}/{policy.monitor.failures_to_engage}"
+
+    if state.state == "aborted":
+        code = CRITICAL
+        text = f"aborted: {state.aborted_reason or 'no reason recorded'}; fix it, then `reset`"
+    elif age is None:
+        code, text = CRITICAL, "the monitor has never completed a probe cycle (is it running?)"
+    elif age > limit:
+        code = CRITICAL
+        text = (f"no probe cycle for {format_duration(age)} (more than {STALE_INTERVALS} "
+                f"intervals of {format_duration(interval)}); is the monitor running?")
+    elif state.state == "engaged":
+        code = WARNING
+        text = f"failover engaged since {state.since}; restore when production is back"
+    elif paused or state.state == "paused":
+        code, text = WARNING, "maintenance mode (paused): nothing will engage"
+    else:
+        code, text = OK, state.state
+    if age is not None and code != CRITICAL:
+        text += f", last cycle {format_duration(age)} ago"
+    # `|` starts the perfdata and a newline the long output: keep them out of the text.
+    text = " ".join(text.replace("|", "/").split())
+    perf = [f"failures={state.failures};;{policy.monitor.failures_to_engage};0"]
+    if age is not None:
+        perf.insert(0, f"cycle_age={age:.0f}s;;{limit:.0f};0")
+    return code, (f"ENGINE {LABELS[code]} - policy {policy.name} {text}, {failures} | "
+                  + " ".join(perf))
+
+
+def main(args: argparse.Namespace) -> int:
+    """Print the plugin line and return its Nagios code (UNKNOWN on anything unexpected)."""
+    try:
+        policy = load(args)
+        state = StateStore(policy.state_dir).load()
+        paused = (policy.state_dir / "paused").exists()
+        code, line = evaluate(policy, state, paused, utcnow())
+    except FailoverError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"ENGINE UNKNOWN - {first}")
+        return UNKNOWN
+    except Exception as exc:  # noqa: BLE001 - a plugin must answer 0-3, never a traceback
+        print(f"ENGINE UNKNOWN - internal error ({type(exc).__name__}: {exc})")
+        return UNKNOWN
+    print(line)
+    return code

@@ -1,0 +1,196 @@
+"""`status [--json]`: what the engine is doing, read from the state dir without taking the lock.
+
+The human text is for operators; `--json` prints one object whose keys are documented in
+docs/operations.md ("status --json") and only ever grow (`format` changes if a key changes
+meaning). Status must answer fast and while the monitor is busy, so it reads files only:
+it never imports the actions (dnspython, paramiko, pymysql) or the state machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from engine.commands import load
+from engine.durations import format_duration
+from engine.jobrecords import data_age, read_job_records
+from engine.metrics import probe_result
+from engine.policy import Policy
+from engine.state import EngineState, StateStore, isotime, parse_isotime, utcnow
+
+STATUS_FORMAT = 1
+
+
+def _time(text: Any) -> datetime | None:
+    try:
+        moment = parse_isotime(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
+    return moment if moment is not None and moment.tzinfo is not None else None
+
+
+def _ago(text: str | None, now: datetime) -> str:
+    moment = _time(text)
+    if moment is None:
+        return "never"
+    delta = (now - moment).total_seconds()
+    return f"{text} ({format_duration(abs(delta))} {'ago' if delta >= 0 else 'from now'})"
+
+
+def run_summary(run: dict[str, Any] | None, *, current: bool) -> dict[str, Any] | None:
+    """The journal of an engage/restore run reduced to what an operator needs."""
+    if not isinstance(run, dict):
+        return None
+    steps = run.get("steps") or {}
+    summary: dict[str, Any] = {"phase": run.get("phase"), "started": run.get("started")}
+    if current:
+        failed = run.get("failed") if isinstance(run.get("failed"), dict) else None
+        summary.update(steps_done=len(steps), failed=failed)
+        return summary
+    listed = steps if isinstance(steps, list) else []
+    summary.update(
+        finished=run.get("finished"), ok=run.get("ok"),
+        steps=[{"step": s.get("step"), "status": s.get("status"), "summary": s.get("summary")}
+               for s in listed if isinstance(s, dict)],
+    )
+    return summary
+
+
+def collect(policy: Policy, store: StateStore, state: EngineState,
+            now: datetime) -> dict[str, Any]:
+    """The status object (`status --json`), from the state file and the files beside it."""
+    state_dir = Path(policy.state_dir)
+    paused_file = state_dir / "paused"
+    try:
+        paused_text: str | None = paused_file.read_text().strip()
+    except FileNotFoundError:
+        paused_text = None
+    except OSError as exc:
+        paused_text = f"(unreadable: {exc.strerror})"
+    try:
+        spooled = len(list((state_dir / "spool").glob("*.eml")))
+    except OSError:
+        spooled = 0
+    interval = policy.monitor.interval
+    last_cycle = _time(state.last_cycle)
+    next_probe = isotime(last_cycle + timedelta(seconds=interval)) if last_cycle else None
+    hold = _time(state.hold_down_until)
+
+    probes = {}
+    for name in sorted(set(policy.probes) | set(state.last_probes)):
+        raw = state.last_probes.get(name) or {}
+        ok, latency = probe_result(raw)
+        role = ("target" if name == policy.monitor.target
+                else "guard" if name in policy.monitor.guards else "other")
+        probes[name] = {"role": role, "ok": ok, "latency_seconds": latency,
+                        "at": raw.get("at"), "detail": raw.get("detail")}
+
+    records = read_job_records(state_dir)
+    jobs = {}
+    for name in sorted(set(policy.jobs) | set(records)):
+        record = records.get(name, {})
+        spec = policy.jobs.get(name)
+        age = data_age(record, now)
+        jobs[name] = {
+            "schedule": spec.schedule if spec else None,
+            "ok": record.get("ok"),
+            "last_run": record.get("last_run"),
+            "last_success": record.get("last_success"),
+            "last_error": record.get("last_error") or record.get("unreadable"),
+            "duration_seconds": record.get("duration"),
+            "data_completed": record.get("data_completed"),
+            "data_age_seconds": round(age, 3) if age is not None else None,
+        }
+
+    return {
+        "format": STATUS_FORMAT,
+        "policy": policy.name,
+        "policy_file": str(Path(policy.path).absolute()),
+        "state_dir": str(state_dir),
+        "now": isotime(now),
+        "state": state.state,
+        "since": state.since,
+        "paused": paused_text is not None or state.state == "paused",
+        "paused_reason": paused_text,
+        "failures": state.failures,
+        "failures_to_engage": policy.monitor.failures_to_engage,
+        "cycles": state.cycles,
+        "interval_seconds": interval,
+        "last_cycle": state.last_cycle,
+        "last_outcome": state.last_outcome,
+        "next_probe": next_probe,
+        "probes": probes,
+        "jobs": jobs,
+        "lock": store.holder(),
+        "spooled_mail": spooled,
+        "hold_down_until": state.hold_down_until,
+        "hold_down_active": bool(hold and hold > now),
+        "aborted_reason": state.aborted_reason,
+        "run": run_summary(state.run, current=True),
+        "last_run": run_summary(state.last_run, current=False),
+        "counts": {"engages": state.counts.get("engages", 0),
+                   "restores": state.counts.get("restores", 0)},
+    }
+
+
+def render_text(data: dict[str, Any], now: datetime) -> str:
+    """The operator's view of `collect()`'s object."""
+    lines = [f"policy {data['policy']} ({data['policy_file']})",
+             f"state: {data['state']} since {_ago(data['since'], now)}"]
+    if data["paused"]:
+        lines.append(f"paused: yes ({data['paused_reason'] or 'no reason given'})")
+    if data["aborted_reason"]:
+        lines.append(f"aborted: {data['aborted_reason']} (fix it, then `failover-engine reset`)")
+    lines.append(f"failures: {data['failures']}/{data['failures_to_engage']}")
+    lines.append(f"last cycle: {_ago(data['last_cycle'], now)}"
+                 + (f": {data['last_outcome']}" if data["last_outcome"] else ""))
+    every = format_duration(data["interval_seconds"])
+    lines.append(f"next probe: {data['next_probe'] or 'when the monitor starts'} (every {every})")
+    if data["hold_down_until"]:
+        active = "active" if data["hold_down_active"] else "expired"
+        lines.append(f"hold-down: until {data['hold_down_until']} ({active})")
+    lines.append(f"lock: {data['lock'] or 'free (no monitor running)'}")
+    lines.append(f"spooled mail: {data['spooled_mail']}")
+    lines.append("probes:")
+    for name, probe in data["probes"].items():
+        result = {True: "ok", False: "FAILED", None: "not run yet"}[probe["ok"]]
+        latency = (f" in {format_duration(probe['latency_seconds'])}"
+                   if probe["latency_seconds"] is not None else "")
+        detail = f" ({probe['detail']})" if probe["detail"] else ""
+        lines.append(f"  {name} [{probe['role']}]: {result}{latency}{detail}")
+    if data["jobs"]:
+        lines.append("jobs:")
+    for name, job in data["jobs"].items():
+        age = job["data_age_seconds"]
+        age_text = f", data age {format_duration(age)}" if age is not None else ""
+        lines.append(f"  {name}: last success {_ago(job['last_success'], now)}{age_text}")
+        if job["ok"] is False and job["last_error"]:
+            lines.append(f"    last run {job['last_run']} failed: {job['last_error']}")
+    run, last = data["run"], data["last_run"]
+    if run:
+        failed = f"; stopped: {run['failed'].get('error')}" if run.get("failed") else ""
+        lines.append(f"current run: {run['phase']} started {run['started']}, "
+                     f"{run['steps_done']} steps done{failed}")
+    if last:
+        verdict = "ok" if last["ok"] else "FAILED"
+        lines.append(f"last run: {last['phase']} {verdict}, finished {last['finished']}")
+        for step in last["steps"]:
+            lines.append(f"  {step['step']}: {step['status']}: {step['summary']}")
+    counts = data["counts"]
+    lines.append(f"engages: {counts['engages']}, restores: {counts['restores']}")
+    return "\n".join(lines) + "\n"
+
+
+def main(args: argparse.Namespace) -> int:
+    """Print the status as text, or as the documented JSON object with --json."""
+    policy = load(args)
+    store = StateStore(policy.state_dir)
+    now = utcnow()
+    data = collect(policy, store, store.load(), now)
+    if getattr(args, "json", False):
+        print(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        print(render_text(data, now), end="")
+    return 0
