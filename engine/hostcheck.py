@@ -69,7 +69,10 @@ def _tls_problems(where: str, params: dict[str, Any]) -> list[str]:
 
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLError):
-        return str(exc.reason or exc).lower().replace("_", " ")
+        # OpenSSL says only "PEM lib" (or nothing) for a file that is not PEM at all.
+        if exc.reason in (None, "PEM_LIB"):
+            return "not valid PEM"
+        return str(exc.reason).lower().replace("_", " ")
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc)
