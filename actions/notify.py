@@ -173,7 +173,11 @@ def _connect(cfg: Mapping[str, Any], secret: SecretLookup, timeout: float
                 client.starttls(context=context)
                 client.ehlo()
             if smtp.get("credentials"):
-                user, password = read_credentials(secret(smtp["credentials"]))
+                try:
+                    path = secret(smtp["credentials"])
+                except FailoverError as exc:  # a secret file too open, missing, wrong owner
+                    raise StepError(f"notify: {exc}") from exc
+                user, password = read_credentials(path)
                 client.login(user, password)
         except smtplib.SMTPAuthenticationError as exc:
             raise StepError(f"notify: the mail relay {relay} refused the login from secret "

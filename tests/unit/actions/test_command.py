@@ -9,6 +9,7 @@ import pytest
 
 from actions.base import Context
 from actions.command import Command
+from actions.registry import build_step
 from engine.errors import StepError
 
 PY = sys.executable
@@ -22,8 +23,9 @@ def _ctx(state_dir: Path, timeout: float | None = None) -> Context:
 
 def test_runs_argv_without_a_shell(tmp_path: Path) -> None:
     marker = tmp_path / "ran; echo injected"
-    step = Command({"argv": [PY, "-c", "import sys; open(sys.argv[1], 'w').write('x')",
-                             str(marker)]})
+    write = "import sys; open(sys.argv[1], 'w').write('x')"
+    step = build_step("command", {"argv": [PY, "-c", write, str(marker)]})
+    assert isinstance(step, Command)
     plan = step.plan(_ctx(tmp_path))
     assert plan.summary.startswith("would run: ") and not plan.done
     assert not marker.exists()  # plan without check runs nothing

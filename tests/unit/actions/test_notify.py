@@ -10,9 +10,10 @@ import pytest
 
 from actions.base import Context
 from actions.notify import Notify, flush_spool, pending, read_credentials, send_mail
+from actions.registry import build_step
 from engine.drillkit.pki import Pki
 from engine.drillkit.smtp import SmtpSink
-from engine.errors import StepError
+from engine.errors import SecretError, StepError
 
 
 def _config(sink: SmtpSink, **smtp: Any) -> dict[str, Any]:
@@ -59,6 +60,23 @@ def test_step_sends_mail_with_headers_and_body(tmp_path: Path, smtp_sink: SmtpSi
     assert "policy:  drill" in body and "state:   engaging" in body and "step:    engage/1" in body
     assert "host:    " in body and " UTC" in body
     assert pending(tmp_path / "spool") == []
+
+
+def test_non_ascii_message_and_registry(tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    step = build_step("notify", {"message": "goc.egi.eu → standby, déjà vu"})
+    assert isinstance(step, Notify)
+    step.apply(_ctx(tmp_path, _config(smtp_sink)))
+    assert "goc.egi.eu → standby, déjà vu" in smtp_sink.messages[0].get_content()
+
+
+def test_unusable_secret_is_one_clear_line(tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    def secret(name: str) -> Path:
+        raise SecretError(f"secret '{name}': /etc/x.cred is readable by others; chmod 600 it")
+
+    config = _config(smtp_sink, credentials="smtp")
+    with pytest.raises(StepError, match="secret 'smtp': /etc/x.cred is readable by others"):
+        send_mail(config, "s", "b", spool_dir=tmp_path / "spool", secret=secret)
+    assert len(pending(tmp_path / "spool")) == 1
 
 
 def test_second_apply_is_a_no_op(tmp_path: Path, smtp_sink: SmtpSink) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from actions.base import Context
+from actions.registry import build_step
 from actions.symlink import Symlink
 from engine.errors import StepError
 
@@ -49,7 +50,9 @@ def test_switch_remembers_old_target_and_is_idempotent(certs: Path) -> None:
 
 
 def test_creates_a_missing_link(certs: Path) -> None:
-    step = Symlink({"link": str(certs / "new.pem"), "target": str(certs / "failover.pem")})
+    step = build_step("symlink", {"link": str(certs / "new.pem"),
+                                  "target": str(certs / "failover.pem")})
+    assert isinstance(step, Symlink)
     outcome = step.apply(_ctx(certs))
     assert outcome.before is None and outcome.changed
     assert os.readlink(certs / "new.pem") == str(certs / "failover.pem")
