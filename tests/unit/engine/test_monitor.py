@@ -1,0 +1,182 @@
+"""The monitor, in process, against a real HTTPS production, a real guard and an SMTP sink.
+
+Cycles are driven one at a time (`Monitor.cycle()`), so the tests follow the count
+exactly: readable outcome lines, inconclusive cycles holding the count, engage at the
+threshold and only once, pause, hold-down, production back, reminders, requests.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.monitor import Monitor, requests_dir
+from engine.policy import MonitorSpec, Policy, ProbeSpec, Step
+from engine.service import Engine, paused_flag
+from engine.state import StateStore
+
+
+def make_policy(tmp_path: Path, https_server, http_server, pki, smtp_sink=None, **monitor):
+    https_server.set_route("/health", 200, "OK")
+    probes = {
+        "production": ProbeSpec("production", "http", {
+            "url": https_server.url("/health"), "client_cert": str(pki.client.cert),
+            "client_key": str(pki.client.key), "ca_file": str(pki.ca.cert), "timeout": "1s"}),
+        "internet": ProbeSpec("internet", "http", {"url": http_server.url("/"), "timeout": "1s"}),
+    }
+    spec = dict(target="production", guards=["internet"], interval=0.05, failures_to_engage=3)
+    spec.update(monitor)
+    notify = None
+    if smtp_sink is not None:
+        notify = {"email": {"smtp": {"host": "127.0.0.1", "port": smtp_sink.port},
+                            "from": "e@t.test", "to": ["a@t.test"], "subject": "t"},
+                  "remind_every": "0s"}
+    return Policy(path=tmp_path / "p.yaml", name="mon", state_dir=tmp_path / "state",
+                  monitor=MonitorSpec(**spec), probes=probes, notify=notify,
+                  engage=[Step("lock", {"state": "present"}, where="engage[0]")],
+                  restore=[Step("lock", {"state": "absent"}, where="restore[0]")])
+
+
+@pytest.fixture
+def world(tmp_path, https_server, http_server, pki):
+    def build(smtp_sink=None, **monitor):
+        policy = make_policy(tmp_path, https_server, http_server, pki, smtp_sink, **monitor)
+        engine = Engine(policy, StateStore(policy.state_dir))
+        return Monitor(engine), engine
+    return build
+
+
+def test_ok_cycle_line_and_count(world):
+    monitor, engine = world()
+    line = monitor.cycle()
+    assert line.startswith("probe production ok (") and line.endswith("guard internet ok")
+    assert engine.record.state == "watching" and engine.record.failures == 0
+    assert engine.record.last_probes["production"]["ok"] is True
+
+
+def test_failures_count_up_and_engage_once_at_the_threshold(world, https_server):
+    monitor, engine = world()
+    https_server.stop()
+    lines = [monitor.cycle() for _ in range(2)]
+    assert lines[0].startswith("probe production failed (1/3): ")
+    assert lines[1].startswith("probe production failed (2/3): ")
+    assert engine.record.state == "suspect"
+    monitor.cycle()
+    assert engine.record.state == "engaged"
+    assert (engine.policy.state_dir / "engage.lock").exists()
+    assert engine.record.counts["engages"] == 1
+    for _ in range(4):
+        monitor.cycle()
+    assert engine.record.state == "engaged" and engine.record.counts["engages"] == 1
+
+
+def test_guard_down_makes_the_cycle_inconclusive_and_the_count_holds(world, https_server,
+                                                                     http_server):
+    monitor, engine = world()
+    https_server.stop()
+    monitor.cycle()
+    monitor.cycle()
+    http_server.stop()
+    line = monitor.cycle()
+    assert "inconclusive, every guard failed too (count holds at 2/3)" in line
+    assert "guard internet failed: " in line
+    for _ in range(5):
+        monitor.cycle()
+    assert engine.record.failures == 2 and engine.record.state == "suspect"
+    http_server.start()
+    monitor.cycle()
+    assert engine.record.state == "engaged"
+
+
+def test_success_resets_the_count(world, https_server):
+    monitor, engine = world()
+    https_server.stop()
+    monitor.cycle()
+    monitor.cycle()
+    https_server.start()
+    monitor.cycle()
+    assert engine.record.state == "watching" and engine.record.failures == 0
+
+
+def test_pause_switch_blocks_engage_and_resume_rearms(world, https_server):
+    monitor, engine = world()
+    paused_flag(engine.policy.state_dir).parent.mkdir(parents=True, exist_ok=True)
+    paused_flag(engine.policy.state_dir).write_text("maintenance\n")
+    monitor.handle_requests()
+    assert engine.record.state == "paused"
+    https_server.stop()
+    for _ in range(5):
+        monitor.cycle()
+    assert engine.record.state == "paused"
+    assert not (engine.policy.state_dir / "engage.lock").exists()
+    paused_flag(engine.policy.state_dir).unlink()
+    monitor.handle_requests()
+    assert engine.record.state == "watching" and engine.record.failures == 0
+
+
+def test_hold_down_blocks_a_second_automatic_engage_and_engage_now_overrides(world, https_server):
+    monitor, engine = world(hold_down=3600)
+    https_server.stop()
+    for _ in range(3):
+        monitor.cycle()
+    assert engine.record.state == "engaged"
+    engine.restore()
+    assert engine.record.state == "watching" and engine.held_down()
+    for _ in range(5):
+        monitor.cycle()
+    assert engine.record.state == "suspect"  # prolonged, but held down
+    assert engine.record.counts["engages"] == 1
+    folder = requests_dir(engine.policy.state_dir)
+    folder.mkdir(exist_ok=True)
+    (folder / "engage").write_text("now\n")
+    monitor.handle_requests()
+    assert engine.record.state == "engaged" and engine.record.counts["engages"] == 2
+
+
+def test_production_back_is_reported_once_but_never_fails_back(world, https_server, smtp_sink):
+    monitor, engine = world(smtp_sink=smtp_sink, rise=2)
+    https_server.stop()
+    for _ in range(3):
+        monitor.cycle()
+    assert engine.record.state == "engaged"
+    https_server.start()
+    monitor.cycle()
+    assert not engine.record.production_back
+    monitor.cycle()
+    monitor.cycle()
+    assert engine.record.production_back and engine.record.state == "engaged"
+    backs = [m for m in smtp_sink.messages if "production back" in m["Subject"]]
+    assert len(backs) == 1
+
+
+def test_transition_mails_and_reminders(world, https_server, smtp_sink):
+    monitor, engine = world(smtp_sink=smtp_sink)
+    https_server.stop()
+    for _ in range(4):
+        monitor.cycle()
+    subjects = [m["Subject"] for m in smtp_sink.messages]
+    assert any("suspect" in s for s in subjects)
+    assert any("engaging" in s for s in subjects)
+    assert any("engaged" in s and "reminder" not in s for s in subjects)
+    assert any("reminder: still engaged" in s for s in subjects)  # remind_every 0s
+    body = smtp_sink.messages[0].get_content()
+    assert "Policy: mon" in body and "State: " in body
+
+
+def test_a_refused_request_is_recorded_not_raised(world):
+    monitor, engine = world()
+    folder = requests_dir(engine.policy.state_dir)
+    folder.mkdir(parents=True)
+    (folder / "restore").write_text("x\n")
+    monitor.handle_requests()
+    assert engine.record.state == "watching"
+    assert "request restore refused" in engine.record.last_outcome
+    assert not (folder / "restore").exists()
+
+
+def test_run_forever_stops_on_the_event_and_keeps_the_schedule(world):
+    monitor, engine = world()
+    monitor.run_forever(max_cycles=5)
+    assert engine.record.cycles == 5
+    saved = StateStore(engine.policy.state_dir).load()
+    assert saved.cycles == 5 and saved.last_cycle
