@@ -1,4 +1,4 @@
-"""Durations as policies write them: `500ms`, `30s`, `10m`, `7h`, `2d`, or a bare number of seconds."""
+"""Durations as policies write them: `500ms`, `30s`, `10m`, `7h`, `2d`, or a number of seconds."""
 from __future__ import annotations
 
 import re

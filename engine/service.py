@@ -15,7 +15,7 @@ from pathlib import Path
 from engine.errors import FailoverError
 from engine.machine import Lifecycle
 from engine.policy import Policy
-from engine.runner import RunReport, Runner
+from engine.runner import Runner, RunReport
 from engine.state import EngineState, StateStore, isotime, parse_isotime, utcnow
 
 log = logging.getLogger("failover_engine.engine")
@@ -59,7 +59,7 @@ class Engine:
             self.mail(f"{dest}", text)
 
     def mail(self, subject_state: str, text: str) -> None:
-        """Mail the admins (when the policy has a notify block); failures are spooled, not raised."""
+        """Mail the admins (if the policy has a notify block); failures are spooled, not raised."""
         if not self.send_mail or not self.policy.notify:
             return
         from actions.notify import flush_spool, send_mail

@@ -103,7 +103,8 @@ class StateStore:
         except FileNotFoundError:
             return EngineState()
         except OSError as exc:
-            raise FailoverError(f"{self.path}: cannot read the state file ({exc.strerror})") from None
+            raise FailoverError(
+                f"{self.path}: cannot read the state file ({exc.strerror})") from None
         try:
             return EngineState.from_json(text)
         except (ValueError, TypeError) as exc:

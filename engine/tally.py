@@ -12,10 +12,10 @@ with a window, when `failures` of the last `cycles` conclusive cycles failed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
-class Cycle(str, Enum):
+class Cycle(StrEnum):
     """The verdict of one monitor cycle."""
 
     OK = "ok"

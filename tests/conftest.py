@@ -1,4 +1,4 @@
-"""Test-wide fixtures: every module in tests/fixtures/ is a plugin, and no test writes outside temp dirs."""
+"""Test-wide fixtures: tests/fixtures/*.py are plugins; no test writes outside temp dirs."""
 from __future__ import annotations
 
 import os

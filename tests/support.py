@@ -39,7 +39,8 @@ def require_binary(name: str, *extra_dirs: str) -> str:
     pytest.skip(message)
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+def wait_until(predicate: Callable[[], bool], timeout: float = 20.0,
+               what: str = "condition") -> None:
     """Poll `predicate` until it is true; fail the test with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
