@@ -72,8 +72,12 @@ def logrotate_path(policy: Policy) -> Path:
 
 
 def job_log(policy: Policy, job: str, log_dir: Path = LOG_DIR) -> Path:
-    """The file cron appends a job's stdout and stderr to."""
-    return log_dir / f"{policy.name}-{job}.log"
+    """The file cron appends a job's stdout and stderr to.
+
+    Never a job's status_log: `check_dump_age` reads the status log's last line, which
+    must stay the job's own `completed ok` / `ERROR:` verdict, not a stray log line.
+    """
+    return log_dir / f"{policy.name}-{job}.cron.log"
 
 
 def _header(policy: Policy, comment: str = "#") -> str:
@@ -196,6 +200,7 @@ def render_cron(policy: Policy, engine_path: Path, user: str = "root",
                 log_dir: Path = LOG_DIR) -> str | None:
     """The cron file, or None when no job has a schedule."""
     policy_path = str(Path(policy.path).absolute())
+    status_logs = {Path(j.status_log) for j in policy.jobs.values() if j.status_log}
     lines = []
     for name in sorted(policy.jobs):
         job = policy.jobs[name]
@@ -203,7 +208,13 @@ def render_cron(policy: Policy, engine_path: Path, user: str = "root",
             continue
         when = check_schedule(policy, name, job.schedule)
         command = shlex.join([str(engine_path), "--policy", policy_path, "job", name])
-        log = shlex.quote(str(job_log(policy, name, log_dir)))
+        output = job_log(policy, name, log_dir)
+        if output in status_logs:
+            raise UsageError(
+                f"{policy.path}: a status_log is {output}, the file cron writes job {name}'s "
+                "output to; give the status_log another name"
+            )
+        log = shlex.quote(str(output))
         lines.append(f"{when} {user} {cron_escape(command)} >> {cron_escape(log)} 2>&1")
     if not lines:
         return None

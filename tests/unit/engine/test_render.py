@@ -27,7 +27,7 @@ def make_policy(tmp_path: Path, **overrides) -> Policy:
     jobs = {
         "import": JobSpec(
             name="import", steps=[Step("unzip", {})], work_dir=state_dir / "work",
-            schedule="17 * * * *", status_log=Path("/var/log/failover-engine/import.log"),
+            schedule="17 * * * *", status_log=Path("/var/log/failover-engine/gocdb-import.log"),
         ),
         "archive": JobSpec(name="archive", steps=[Step("archive", {})],
                            work_dir=state_dir / "work", schedule="@daily"),
@@ -41,7 +41,7 @@ def make_policy(tmp_path: Path, **overrides) -> Policy:
                             guards=["internet"]),
         engage=[
             Step("notify", {"message": "engaging"}),
-            Step("check_dump_age", {"status_log": "/var/log/failover-engine/import.log",
+            Step("check_dump_age", {"status_log": "/var/log/failover-engine/gocdb-import.log",
                                     "max_age": "7h"}),
             Step("disable_cron", {"file": "/etc/cron.d/failover-engine-gocdb"}),
             Step("lock", {"state": "present", "path": "/var/lock/gocdb/engage.lock"}),
@@ -127,9 +127,9 @@ def test_cron_has_one_line_per_scheduled_job_with_abs_policy_and_log(tmp_path):
     policy_file = tmp_path / "gocdb.yaml"
     assert entries == [
         f"@daily root {ENGINE} --policy {policy_file} job archive "
-        ">> /var/log/failover-engine/gocdb-archive.log 2>&1",
+        ">> /var/log/failover-engine/gocdb-archive.cron.log 2>&1",
         f"17 * * * * root {ENGINE} --policy {policy_file} job import "
-        ">> /var/log/failover-engine/gocdb-import.log 2>&1",
+        ">> /var/log/failover-engine/gocdb-import.cron.log 2>&1",
     ]
     assert text.endswith("\n")  # cron ignores a last line without a newline
     assert cron_path(policy) == Path("/etc/cron.d/failover-engine-gocdb")
@@ -166,10 +166,21 @@ def test_logrotate_covers_status_logs_cron_logs_and_audit(tmp_path):
     text = render_logrotate(policy)
     heads = [line[:-2] for line in text.splitlines() if line.endswith(" {")]
     assert heads == [
-        "/var/log/failover-engine/import.log",
-        "/var/log/failover-engine/gocdb-archive.log /var/log/failover-engine/gocdb-import.log",
+        "/var/log/failover-engine/gocdb-import.log",
+        "/var/log/failover-engine/gocdb-archive.cron.log "
+        "/var/log/failover-engine/gocdb-import.cron.log",
         str(tmp_path / "state" / "audit.jsonl"),
     ]
     assert len([line for line in text.splitlines() if line == "}"]) == 3
     # the status log keeps its success evidence across a rotation
     assert "completed ok" in text.split("}\n")[0]
+
+
+def test_cron_output_never_goes_into_a_status_log(tmp_path):
+    policy = make_policy(tmp_path)
+    clash = {"import": JobSpec(name="import", steps=[], work_dir=tmp_path, schedule="@hourly",
+                               status_log=Path("/var/log/failover-engine/gocdb-import.cron.log"))}
+    with pytest.raises(UsageError, match="status_log"):
+        render_cron(make_policy(tmp_path, jobs=clash), ENGINE)
+    # the GOCDB policy's status log is gocdb-import.log: cron writes beside it, not into it
+    assert "/gocdb-import.log " not in render_cron(policy, ENGINE)
