@@ -107,3 +107,13 @@ def test_needs_a_destination(dump: Path, tmp_path: Path) -> None:
 def test_remote_source_needs_keys(tmp_path: Path) -> None:
     plan = Fetch({"source": "u@h:/x.sql", "dest_dir": str(tmp_path)}).plan(_ctx(tmp_path))
     assert plan.problem == "fetch: u@h:/x.sql is remote; set known_hosts and identity"
+
+
+def test_size_mismatch_refused_and_nothing_left(tmp_path: Path) -> None:
+    # /proc files stat as 0 bytes yet read as more: a source that changes under the copy.
+    work = tmp_path / "work"
+    step = Fetch({"source": "/proc/self/status", "dest_dir": str(work)})
+    with pytest.raises(StepError, match=r"arrived with \d+ bytes, expected 0") as info:
+        step.apply(_ctx(tmp_path))
+    assert info.value.retryable
+    assert list(work.iterdir()) == []
