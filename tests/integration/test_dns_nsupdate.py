@@ -308,3 +308,75 @@ def test_key_file_too_open_is_a_plan_problem_and_an_error(dns_lab: DnsLab,
     error = fails(dns_lab, tmp_path, step(dns_lab), keyfile)
     assert "chmod 600" in str(error) and not error.retryable
     assert answer(dns_lab.primary) == [PROD]
+
+
+# -- `failover-engine dns show` --------------------------------------------------------------
+def write_policy(tmp_path: Path, lab: DnsLab, wait_servers: bool = True) -> Path:
+    from tests.support import REPO
+
+    base = (REPO / "tests" / "fixtures" / "policies" / "valid.yaml").read_text()
+    base = base.split("\nengage:")[0] + "\n"
+    keyfile = tmp_path / "tsig.key"
+    keyfile.write_text(lab.update_key.text())
+    keyfile.chmod(0o600)
+    common = (f"server: {lab.primary.address}, zone: example.test., name: {NAME}, "
+              "type: CNAME, ttl: 60, key: tsig")
+    servers = f", servers: {json_list(lab.servers)}" if wait_servers else ""
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        base.replace("state_dir: state", f"state_dir: {tmp_path / 'state'}")
+        + f"secrets:\n  tsig: {keyfile}\n"
+        + f"engage:\n  - nsupdate: {{{common}, expect: {PROD}, set: {STANDBY}}}\n"
+        + f"restore:\n  - nsupdate: {{{common}, expect: {STANDBY}, set: {PROD}}}\n"
+        + f"  - wait_dns: {{name: {NAME}, expect: {PROD}{servers}}}\n")
+    return path
+
+
+def json_list(items: list[str]) -> str:
+    return "[" + ", ".join(f'"{item}"' for item in items) + "]"
+
+
+def dns_show(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
+    import argparse
+
+    from engine.commands import dns as dns_command
+
+    code = dns_command.main(argparse.Namespace(policy=str(path), state_dir=None))
+    return code, capsys.readouterr().out.splitlines()
+
+
+def test_dns_show_lists_every_server_and_agrees(dns_lab: DnsLab, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    code, lines = dns_show(write_policy(tmp_path, dns_lab), capsys)
+    primary, secondary = dns_lab.primary.address, dns_lab.secondary.address
+    assert lines == [
+        f"{NAME} CNAME (zone example.test., primary {primary})",
+        f"  {primary} (primary)  {PROD}  (production)",
+        f"  {secondary:<{len(primary) + 10}}  {PROD}  (production)",
+        "all 2 servers agree",
+    ]
+    assert code == 0
+
+
+def test_dns_show_exits_1_when_a_server_lags(dns_lab: DnsLab, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    policy = write_policy(tmp_path, dns_lab)
+    dns_lab.hold_transfers()
+    try:
+        ctx, _ = make_ctx(tmp_path, dns_lab.update_key_file)
+        step(dns_lab).apply(ctx)
+        code, lines = dns_show(policy, capsys)
+    finally:
+        dns_lab.release_transfers()
+    assert code == 1
+    assert f"{STANDBY}  (standby)" in lines[1] and f"{PROD}  (production)" in lines[2]
+    assert lines[-1] == "servers disagree: 2 different answers from 2 servers"
+
+
+def test_dns_show_finds_servers_from_the_zones_ns_records(dns_lab: DnsLab, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]
+                                                          ) -> None:
+    # the lab's NS names both resolve to 127.0.0.1 on the primary's port: the primary itself
+    code, lines = dns_show(write_policy(tmp_path, dns_lab, wait_servers=False), capsys)
+    assert code == 0
+    assert lines[-1] == "all 1 servers agree"
