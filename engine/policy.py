@@ -562,6 +562,18 @@ def _iter_steps(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], str, dict[s
     return found
 
 
+def _secret_ref_paths(schema: Any, prefix: tuple[str, ...] = (), depth: int = 0) -> list[str]:
+    """Dotted paths of the properties listed in `x-secret-refs`, wherever they sit under
+    `properties` (notify-config.json lists `credentials` on its `email.smtp` object)."""
+    if not isinstance(schema, dict) or depth > 10:
+        return []
+    paths = [".".join((*prefix, ref)) for ref in schema.get("x-secret-refs") or []
+             if isinstance(ref, str)]
+    for name, sub in (schema.get("properties") or {}).items():
+        paths.extend(_secret_ref_paths(sub, (*prefix, name), depth + 1))
+    return paths
+
+
 def _secret_refs(options: Any, refs: list[str]) -> list[tuple[tuple[Any, ...], str]]:
     """(path inside `options`, secret name) for each property listed in `x-secret-refs`."""
     found: list[tuple[tuple[Any, ...], str]] = []
@@ -613,7 +625,7 @@ def reference_problems(source: Source, schemas: Schemas) -> list[Finding]:
     known = ", ".join(secrets) if secrets else "none; add it under `secrets:`"
 
     def check_secrets(at: tuple[Any, ...], options: Any, fragment: dict[str, Any]) -> None:
-        for inner, name in _secret_refs(options, list(fragment.get("x-secret-refs") or [])):
+        for inner, name in _secret_refs(options, _secret_ref_paths(fragment)):
             if name not in secrets:
                 add((*at, *inner), f"secret {name!r} is not defined (defined secrets: {known})")
 
@@ -633,9 +645,13 @@ def reference_problems(source: Source, schemas: Schemas) -> list[Finding]:
             check_secrets(("probes", name, kind), options, schemas.fragment(f"probes/{kind}.json"))
     if isinstance(data.get("notify"), dict):
         check_secrets(("notify",), data["notify"], schemas.fragment("notify-config.json"))
-    else:
+    elif "notify" not in data:
         for name, job in _mapping(data.get("jobs")).items():
             if _mapping(job).get("notify_on_failure") is True:
                 add(("jobs", name, "notify_on_failure"),
                     "needs the top-level `notify:` block to know where to send mail")
+        for at, kind, _options in _iter_steps(data):
+            if kind == "notify":
+                add((*at, kind), "a notify step needs the top-level `notify:` block "
+                                 "(the mail relay and the recipients)")
     return findings
