@@ -202,11 +202,17 @@ def main(args: argparse.Namespace) -> int:
 
     created: list[Path] = []
     try:
-        _make_dirs(under(root, Path(policy.state_dir)), 0o700, created, root)
-        log_dir = under(root, LOG_DIR)
-        _make_dirs(log_dir, 0o750, created, root)
-        if account is not None and user != "root" and os.geteuid() == 0:
-            for directory in (under(root, Path(policy.state_dir)), log_dir):
+        # The engine's own directories: state (private), cron output (cron's `>>` fails
+        # without it) and the status logs' directories (a job cannot report without them).
+        own = {under(root, Path(policy.state_dir)): 0o700, under(root, LOG_DIR): 0o750}
+        for job in policy.jobs.values():
+            if job.status_log is not None:
+                own.setdefault(under(root, Path(job.status_log).parent), 0o750)
+        for directory, mode in own.items():
+            fresh: list[Path] = []
+            _make_dirs(directory, mode, fresh, root)
+            created.extend(fresh)
+            if fresh and account is not None and user != "root" and os.geteuid() == 0:
                 os.chown(directory, account.pw_uid, account.pw_gid)
         for change in pending:
             if change.action == "remove":

@@ -43,6 +43,25 @@ def tree(root: Path) -> dict[str, tuple[str, int]]:
     return found
 
 
+def manifest_dirs(root: Path) -> list[str]:
+    path = root / "var/lib/failover-engine/gocdb/installed.json"
+    return json.loads(path.read_text())["dirs"]
+
+
+def test_status_log_directories_are_created(tmp_path, policy, monkeypatch):
+    root = tmp_path / "root"
+    job = policy.jobs["import"]
+    moved = {"import": job.__class__(name="import", steps=[], work_dir=job.work_dir,
+                                     schedule="@hourly", status_log=Path("/srv/logs/imp.log"))}
+    other = make_policy(tmp_path, state_dir=policy.state_dir, jobs=moved)
+    monkeypatch.setattr(install, "load", lambda args: other)
+    run(install.main, root)
+    assert (root / "srv/logs").stat().st_mode & 0o777 == 0o750
+    assert {"/srv", "/srv/logs"} <= set(manifest_dirs(root))
+    run(install.uninstall_main, root)
+    assert not (root / "srv").exists()
+
+
 def cron_entries(text: str) -> list[list[str]]:
     """Split a cron.d file's job lines: 5 time fields (or @nickname), user, command."""
     entries = []
@@ -73,6 +92,7 @@ def test_install_writes_unit_cron_logrotate_and_manifest(tmp_path, policy, capsy
     state = root / "var/lib/failover-engine/gocdb"
     assert state.stat().st_mode & 0o777 == 0o700
     assert (root / "var/log/failover-engine").is_dir()  # cron's `>>` needs it
+    assert "/var/log/failover-engine" in manifest_dirs(root)
     manifest = json.loads((state / "installed.json").read_text())
     assert sorted(manifest["files"]) == sorted(
         "/" + str(p.relative_to(root)) for p in (unit, cron, rotate))

@@ -44,11 +44,11 @@ def make_policy(tmp_path: Path, **overrides) -> Policy:
             Step("check_dump_age", {"status_log": "/var/log/failover-engine/gocdb-import.log",
                                     "max_age": "7h"}),
             Step("disable_cron", {"file": "/etc/cron.d/failover-engine-gocdb"}),
-            Step("lock", {"state": "present", "path": "/var/lock/gocdb/engage.lock"}),
+            Step("lock", {"state": "present", "file": "/var/lock/gocdb/engage.lock"}),
         ],
         restore=[
             Step("enable_cron", {"file": "/etc/cron.d/failover-engine-gocdb"}),
-            Step("lock", {"state": "absent", "path": "/var/lock/gocdb/engage.lock"}),
+            Step("lock", {"state": "absent", "file": "/var/lock/gocdb/engage.lock"}),
         ],
         probes={"production": ProbeSpec("production", "http", {"url": "https://x.invalid/"}),
                 "internet": ProbeSpec("internet", "http", {"url": "http://y.invalid/"})},
@@ -100,7 +100,7 @@ def test_read_write_paths_cover_state_cron_lock_and_status_dirs(tmp_path):
 
 def test_paths_inside_the_state_dir_are_not_listed_twice(tmp_path):
     inside = str(tmp_path / "state" / "engage.lock")
-    policy = make_policy(tmp_path, engage=[Step("lock", {"state": "present", "path": inside})],
+    policy = make_policy(tmp_path, engage=[Step("lock", {"state": "present", "file": inside})],
                          restore=[])
     assert write_paths(policy) == [Path("/etc/cron.d")]
 
