@@ -5,6 +5,7 @@
     restore:
       - enable_cron: {file: /etc/cron.d/failover-engine-import}
 
+A relative `file` or `park_dir` is taken from the policy file's directory.
 `disable_cron` moves the file into `<state_dir>/parked/` (or `park_dir`, which must then
 be the same in both steps); `enable_cron` moves it back. Mode, owner and times are kept
 (cron ignores files in /etc/cron.d that are group- or world-writable, or not owned by
@@ -31,9 +32,18 @@ from engine.errors import StepError
 from engine.fsutil import fsync_dir
 
 
+def _resolve(ctx: Context, value: str | Path) -> Path:
+    """A relative path is relative to the policy file's directory, like `state_dir` is."""
+    path = Path(value).expanduser()
+    base = getattr(ctx.policy, "path", None)
+    if path.is_absolute() or base is None:
+        return path
+    return Path(base).parent / path
+
+
 def parked_path(ctx: Context, file: Path, park_dir: str | None) -> Path:
     """Where `file` is kept while parked."""
-    directory = Path(park_dir) if park_dir else Path(ctx.state_dir) / "parked"
+    directory = _resolve(ctx, park_dir) if park_dir else Path(ctx.state_dir) / "parked"
     return directory / file.name
 
 
@@ -83,13 +93,17 @@ class _CronStep:
     parking: ClassVar[bool]
 
     def __init__(self, params: Mapping[str, Any]) -> None:
-        self.file = Path(params["file"])
+        self.file_param = str(params["file"])
         self.park_dir: str | None = params.get("park_dir")
 
     def _paths(self, ctx: Context) -> tuple[Path, Path]:
         """(source, destination) of this step's move."""
-        parked = parked_path(ctx, self.file, self.park_dir)
-        return (self.file, parked) if self.parking else (parked, self.file)
+        file = _resolve(ctx, self.file_param)
+        parked = parked_path(ctx, file, self.park_dir)
+        return (file, parked) if self.parking else (parked, file)
+
+    def _file(self, ctx: Context) -> Path:
+        return _resolve(ctx, self.file_param)
 
     def _state(self, ctx: Context) -> str:
         """'todo', 'done', or raise StepError when the file is in neither or both places."""
@@ -99,11 +113,11 @@ class _CronStep:
             return "done"
         if in_src and not in_dst:
             return "todo"
-        parked = parked_path(ctx, self.file, self.park_dir)
+        file, parked = (src, dst) if self.parking else (dst, src)
         if in_src and in_dst:
-            raise StepError(f"{self.kind}: cron file {self.file} exists both in place and parked "
+            raise StepError(f"{self.kind}: cron file {file} exists both in place and parked "
                             f"as {parked}; keep the right one, delete the other, then retry")
-        raise StepError(f"{self.kind}: cron file {self.file} is neither in place nor parked as "
+        raise StepError(f"{self.kind}: cron file {file} is neither in place nor parked as "
                         f"{parked}; check `file` (and `park_dir`) in the policy")
 
     def _words(self) -> tuple[str, str]:
@@ -117,7 +131,7 @@ class _CronStep:
             return Plan(summary=str(exc), problem=str(exc))
         done_word, verb = self._words()
         if state == "done":
-            return Plan(summary=f"cron file {self.file} already {done_word}", before=str(dst),
+            return Plan(summary=f"cron file {self._file(ctx)} already {done_word}", before=str(dst),
                         after=str(dst), done=True)
         problem = None
         if not self.parking and not dst.parent.is_dir():
@@ -129,8 +143,8 @@ class _CronStep:
         src, dst = self._paths(ctx)
         done_word, _ = self._words()
         if self._state(ctx) == "done":
-            return Outcome(summary=f"cron file {self.file} already {done_word}", before=str(dst),
-                           after=str(dst), changed=False)
+            return Outcome(summary=f"cron file {self._file(ctx)} already {done_word}",
+                           before=str(dst), after=str(dst), changed=False)
         described = _describe(src)
         try:
             if self.parking and not dst.parent.is_dir():

@@ -9,6 +9,7 @@ present the monitor will not engage again on its own; the restore steps remove i
       - lock: {state: absent}
       - lock: {state: absent, file: /var/lib/failover-engine/gocdb/engage.lock}
 
+A relative `file` is taken from the policy file's directory.
 `present` writes a small JSON document (time, host, policy) atomically; a lock that
 is already there is left as it is ("already present"), so re-running changes nothing.
 """
@@ -28,9 +29,18 @@ from engine.errors import StepError
 from engine.fsutil import atomic_write, fsync_dir
 
 
+def _resolve(ctx: Context, value: str | Path) -> Path:
+    """A relative path is relative to the policy file's directory, like `state_dir` is."""
+    path = Path(value).expanduser()
+    base = getattr(ctx.policy, "path", None)
+    if path.is_absolute() or base is None:
+        return path
+    return Path(base).parent / path
+
+
 def lock_path(ctx: Context, file: str | None) -> Path:
     """The lock file: `file` if given, else `<state_dir>/engage.lock`."""
-    return Path(file) if file else Path(ctx.state_dir) / "engage.lock"
+    return _resolve(ctx, file) if file else Path(ctx.state_dir) / "engage.lock"
 
 
 def _describe(path: Path) -> str:

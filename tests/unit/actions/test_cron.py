@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -121,3 +122,13 @@ def test_cross_filesystem_move_copies_fsyncs_and_unlinks(tmp_path: Path, cron_fi
         original.st_mode, original.st_uid, original.st_mtime)
     assert target.read_text().startswith("17 * * * *")
     assert not list(tmp_path.glob(".*partial"))
+
+
+def test_relative_paths_are_taken_from_the_policy_directory(tmp_path: Path,
+                                                            cron_file: Path) -> None:
+    ctx = _ctx(tmp_path / "state")
+    ctx.policy = SimpleNamespace(path=tmp_path / "policy.yaml")
+    DisableCron({"file": "etc/cron.d/failover-engine-import", "park_dir": "parked-here"}).apply(ctx)
+    assert (tmp_path / "parked-here" / cron_file.name).exists()
+    EnableCron({"file": "etc/cron.d/failover-engine-import", "park_dir": "parked-here"}).apply(ctx)
+    assert cron_file.exists()

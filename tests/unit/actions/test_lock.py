@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -67,3 +68,10 @@ def test_missing_directory(tmp_path: Path) -> None:
     assert "does not exist" in (step.plan(ctx).problem or "")
     with pytest.raises(StepError, match="cannot create it"):
         step.apply(ctx)
+
+
+def test_relative_file_is_taken_from_the_policy_directory(tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path / "state")
+    ctx.policy = SimpleNamespace(path=tmp_path / "policy.yaml")
+    Lock({"state": "present", "file": "engage.lock"}).apply(ctx)
+    assert (tmp_path / "engage.lock").exists()
