@@ -425,6 +425,16 @@ def _explain(error: Any, schemas: Schemas) -> list[Explained]:
     if keyword == "enum":
         allowed = ", ".join(json.dumps(v) for v in error.validator_value)
         return [(path, False, f"{_short(error.instance)} is not one of: {allowed}")]
+    if keyword in ("minLength", "minItems", "minProperties") and error.validator_value == 1:
+        return [(path, False, "must not be empty")]
+    if keyword == "dependentRequired" and isinstance(error.instance, dict):
+        lines: list[Explained] = []
+        for key, needs in error.validator_value.items():
+            missing = [n for n in needs if n not in error.instance]
+            if key in error.instance and missing:
+                lines.append(((*path, key), True,
+                              f"{key!r} needs {', '.join(map(repr, missing))} as well"))
+        return lines or [(path, False, str(error.message))]
     if keyword == "pattern":
         hint = _first_sentence(error.schema)
         return [(path, False, f"{_short(error.instance)} does not match {error.validator_value}"

@@ -49,6 +49,8 @@ BROKEN: dict[str, tuple[int | None, str]] = {
     "bad-secret-name.yaml": (5, "'tsig key' is not a valid name"),
     "duplicate-label.yaml": (13, "label 'mark' is already used by engage[0]"),
     "impossible-window.yaml": (11, "5 failures can never happen in 3 cycles"),
+    "empty-string.yaml": (7, "probes.production.http.expect_body: must not be empty"),
+    "key-without-cert.yaml": (7, "'client_key' needs 'client_cert' as well"),
 }
 
 LINE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+):(?P<col>\d+): (?P<rest>.+)$")
