@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.utils import formatdate, getaddresses, make_msgid, parseaddr
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -53,6 +53,10 @@ from engine.errors import FailoverError, StepError
 from engine.fsutil import atomic_write, ensure_private_dir, fsync_dir
 
 DEFAULT_TIMEOUT = 30.0
+# CRLF line ends as SMTP wants; headers are folded only past RFC 5322's hard limit, because
+# Python folds a long Subject right after "Subject:", which its own parser then reads back
+# with a leading space.
+_WIRE = email.policy.SMTP.clone(max_line_length=998)
 SecretLookup = Callable[[str], Path]
 
 
@@ -107,7 +111,7 @@ def spool_message(spool_dir: Path, msg: EmailMessage) -> Path:
     ensure_private_dir(spool_dir)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
     path = Path(spool_dir) / f"{stamp}-{_digest(msg['Message-ID'])}.eml"
-    atomic_write(path, msg.as_bytes(policy=email.policy.SMTP), mode=0o600)
+    atomic_write(path, msg.as_bytes(policy=_WIRE), mode=0o600)
     return path
 
 
@@ -251,10 +255,15 @@ def _flush(notify_config: Mapping[str, Any], spool_dir: Path, secret: SecretLook
         try:
             with _connect(cfg, secret, timeout) as client:
                 for path in files:
-                    msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.SMTP)
+                    raw = path.read_bytes()
+                    msg = email.message_from_bytes(raw, policy=email.policy.SMTP)
                     message_id = str(msg["Message-ID"])
+                    sender = parseaddr(str(msg["From"]))[1]
+                    recipients = [address for _, address in getaddresses(
+                        [str(v) for v in msg.get_all("To", []) + msg.get_all("Cc", [])])]
                     try:
-                        client.send_message(msg)
+                        # The spooled bytes go out exactly as written: no re-encoding.
+                        client.sendmail(sender, recipients, raw)
                     except smtplib.SMTPException as exc:
                         if not _permanent(exc):
                             raise

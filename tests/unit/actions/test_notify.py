@@ -233,3 +233,14 @@ def test_flush_with_empty_spool_contacts_nobody(tmp_path: Path) -> None:
     config = {"email": {"smtp": {"host": "127.0.0.1", "port": 1}, "from": "a@b", "to": ["c@d"]}}
     assert flush_spool(config, tmp_path / "spool", lambda n: tmp_path / n) == 0
     assert not (tmp_path / "spool").exists()
+
+
+def test_long_subject_arrives_intact(tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    subject = "[drill] suspect: production failed a probe; counting towards the failover"
+    smtp_sink.stop()
+    with pytest.raises(StepError):
+        send_mail(_config(smtp_sink), subject, "b", spool_dir=tmp_path / "spool",
+                  secret=lambda n: tmp_path / n)
+    smtp_sink.start()
+    assert flush_spool(_config(smtp_sink), tmp_path / "spool", lambda n: tmp_path / n) == 1
+    assert smtp_sink.messages[0]["Subject"] == subject
