@@ -5,7 +5,9 @@ checks are what make sure it will work where it runs:
 
 - every file under `secrets:` exists, is owned by the engine's user, mode 0600/0400;
 - the `client_cert`, `client_key` and `ca_file` of each http probe load as PEM;
-- `state_dir` is a writable directory, or can be created;
+- `state_dir`, the metrics file's directory and each job's work dir and status log
+  directory are writable directories, or can be created;
+- the notify relay's `ca_file` loads;
 - each step whose action has `host_problems(ctx)` reports what it misses (a program
   not on PATH, an unusable key file, ...).
 
@@ -35,9 +37,18 @@ def host_problems(policy: Policy) -> list[str]:
     for name, probe in policy.probes.items():
         if probe.kind == "http":
             problems.extend(_tls_problems(f"probes.{name}.http", probe.params))
-    problem = _dir_problem(policy.state_dir)
-    if problem:
-        problems.append(f"state_dir: {problem}")
+    smtp = ((policy.notify or {}).get("email") or {}).get("smtp") or {}
+    if smtp.get("ca_file"):
+        problems.extend(_tls_problems("notify.email.smtp", {"ca_file": smtp["ca_file"]}))
+    bad: list[Path] = []
+    for key, directory in _directories(policy):
+        # Defaults live under state_dir: one line for a bad state_dir, not one per use.
+        if any(directory == b or b in directory.parents for b in bad):
+            continue
+        problem = _dir_problem(directory)
+        if problem:
+            bad.append(directory)
+            problems.append(f"{key}: {problem}")
     store = SecretStore(policy)
     for step in policy.all_steps():
         problems.extend(_step_problems(policy, step, store))
@@ -78,6 +89,18 @@ def _reason(exc: BaseException) -> str:
     return str(exc)
 
 
+def _directories(policy: Policy) -> list[tuple[str, Path]]:
+    """Directories the engine writes to, by the key that decides them."""
+    found = [("state_dir", policy.state_dir)]
+    if policy.monitor.metrics_file is not None:
+        found.append(("monitor.metrics_file", policy.monitor.metrics_file.parent))
+    for name, job in policy.jobs.items():
+        found.append((f"jobs.{name}.work_dir", job.work_dir))
+        if job.status_log is not None:
+            found.append((f"jobs.{name}.status_log", job.status_log.parent))
+    return found
+
+
 def _dir_problem(directory: Path) -> str | None:
     """None when `directory` is a writable directory or could be created."""
     if directory.exists():
@@ -90,7 +113,9 @@ def _dir_problem(directory: Path) -> str | None:
     parent = directory.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+    if not parent.is_dir():
+        return f"{directory} cannot be created: {parent} is not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
         return (f"{directory} does not exist and cannot be created: {parent} is not writable "
                 f"by uid {os.geteuid()} (create it, or choose another with --state-dir)")
     return None

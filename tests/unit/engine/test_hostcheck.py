@@ -130,3 +130,36 @@ def test_cli_validate_host(tmp_path: Path, pki: Pki, capsys: pytest.CaptureFixtu
     assert capsys.readouterr().out == (
         f"OK: {policy.path}: policy 'hostcheck' (1 engage steps, 1 restore steps, 0 jobs); "
         "host checks passed\n")
+
+
+def test_relay_ca_and_job_directories_are_checked(tmp_path: Path) -> None:
+    (tmp_path / "blocker").write_text("a file where a directory should be\n")
+    (tmp_path / "relay-ca.pem").write_text("not a CA\n")
+    path = tmp_path / "policy.yaml"
+    path.write_text(textwrap.dedent("""\
+        version: 1
+        name: dirs
+        state_dir: state
+        notify:
+          email: {smtp: {host: 127.0.0.1, starttls: true, ca_file: relay-ca.pem},
+                  from: a@b.c, to: [x@y.z]}
+        probes:
+          production: {tcp: {host: 127.0.0.1, port: 443}}
+        monitor: {target: production, interval: 10m, failures_to_engage: 3}
+        engage: []
+        restore: []
+        jobs:
+          import:
+            status_log: blocker/import.log
+            work_dir: blocker/work
+            steps: []
+        """))
+    policy = load_policy(path)
+    # ca_file in the notify block is a string kept as written: relative to the cwd.
+    problems = host_problems(policy)
+    assert problems[0].startswith("notify.email.smtp.ca_file: cannot load relay-ca.pem: ")
+    assert problems[1:] == [
+        f"jobs.import.work_dir: {tmp_path / 'blocker' / 'work'} cannot be created: "
+        f"{tmp_path / 'blocker'} is not a directory",
+        f"jobs.import.status_log: {tmp_path / 'blocker'} exists but is not a directory",
+    ]
