@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from engine.fsutil import atomic_write
-from engine.jobrecords import data_age, record_time
+from engine.jobrecords import data_age, read_job_records, record_time
 from engine.policy import Policy
-from engine.state import EngineState, parse_isotime
+from engine.state import EngineState, StateStore, parse_isotime, utcnow
 
 STATES = ("watching", "suspect", "engaging", "engaged", "restoring", "aborted", "paused")
 PREFIX = "failover_engine_"
@@ -178,3 +178,23 @@ def _render_family(fam: _Family) -> str:
 def write_metrics(path: str | Path, text: str) -> None:
     """Replace the metrics file atomically, world-readable (node_exporter runs as its own user)."""
     atomic_write(path, text, mode=0o644)
+
+
+def metrics_path(policy: Policy) -> Path:
+    """`monitor.metrics_file`, else `<state_dir>/metrics.prom`."""
+    return Path(policy.monitor.metrics_file or Path(policy.state_dir) / "metrics.prom")
+
+
+def refresh_metrics(policy: Policy, state: EngineState | None = None,
+                    now: datetime | None = None) -> Path:
+    """Re-render the metrics file from the state file and the job records; return its path.
+
+    For a job process (which must not take the engine lock): it reads `state.json` as it
+    is, so the file it writes agrees with the monitor's. Raises OSError/FailoverError.
+    """
+    if state is None:
+        state = StateStore(policy.state_dir).load()
+    path = metrics_path(policy)
+    text = render_metrics(policy, state, read_job_records(policy.state_dir), now or utcnow())
+    write_metrics(path, text)
+    return path

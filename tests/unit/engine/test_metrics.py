@@ -131,3 +131,21 @@ def test_write_metrics_is_world_readable_and_replaces(tmp_path):
     assert path.read_text() == "a 2\n"
     assert path.stat().st_mode & 0o777 == 0o644
     assert [p.name for p in path.parent.iterdir()] == ["metrics.prom"]  # no temp files left
+
+
+def test_refresh_metrics_reads_state_and_job_records(tmp_path):
+    from engine.metrics import metrics_path, refresh_metrics
+    from engine.state import StateStore
+
+    policy = make_policy(tmp_path)
+    StateStore(policy.state_dir).save(EngineState(state="engaged", counts={"engages": 3,
+                                                                           "restores": 2}))
+    (policy.state_dir / "jobs").mkdir()
+    (policy.state_dir / "jobs" / "import.json").write_text(
+        '{"ok": true, "last_success": "2026-11-26T06:00:00+00:00"}')
+    path = refresh_metrics(policy, now=NOW)
+    assert path == metrics_path(policy) == policy.state_dir / "metrics.prom"
+    families = parse(path.read_text())
+    assert value(families, "state", state="engaged") == 1
+    assert value(families, "engages_total") == 3
+    assert value(families, "job_data_age_seconds", job="import") == 3600
