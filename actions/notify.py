@@ -369,7 +369,8 @@ class Notify:
         return Path(ctx.state_dir) / "spool"
 
     def host_problems(self, ctx: Context) -> list[str]:
-        """The credentials secret must be readable and well-formed, the CA file must exist."""
+        """The credentials secret must be readable and well-formed (engine.hostcheck checks
+        the secret file's mode and the CA file)."""
         try:
             cfg = _email_config(_policy_notify(ctx))
         except StepError as exc:
@@ -381,8 +382,6 @@ class Notify:
                 read_credentials(ctx.secret(smtp["credentials"]))
             except FailoverError as exc:
                 problems.append(str(exc))
-        if smtp.get("ca_file") and not Path(smtp["ca_file"]).is_file():
-            problems.append(f"notify: notify.email.smtp.ca_file {smtp['ca_file']} does not exist")
         return problems
 
     def plan(self, ctx: Context) -> Plan:

@@ -121,7 +121,8 @@ class HttpProbe:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         if self.client_cert:
-            context.load_cert_chain(self.client_cert, self.client_key)
+            # An empty password, not None: an encrypted key must fail, never prompt on a tty.
+            context.load_cert_chain(self.client_cert, self.client_key, password=lambda: b"")
         return context
 
     def host_problems(self, ctx: Context | None = None) -> list[str]:
@@ -141,7 +142,11 @@ class HttpProbe:
                                 ("ca_file", self.ca_file))
             if value
         )
-        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+        if isinstance(exc, ssl.SSLError) and exc.reason in (None, "PEM_LIB"):
+            # OpenSSL says only "PEM lib" for a non-PEM file or an encrypted key.
+            reason = "not valid PEM, or the key is encrypted (it must not be)"
+        else:
+            reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
         return f"cannot load TLS files ({files}): {reason}"
 
     def check(self) -> ProbeResult:

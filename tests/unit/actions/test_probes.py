@@ -131,3 +131,18 @@ def test_tcp_probe(https_server: HttpsServer) -> None:
     result = TcpProbe({"host": LOOPBACK, "port": port, "timeout": "2s"}).check()
     assert not result.ok
     assert result.detail == f"connection refused by {LOOPBACK}:{port}"
+
+
+def test_encrypted_key_fails_without_prompting(pki: Pki, tmp_path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(pki.client.key.read_bytes(), None)
+    encrypted = tmp_path / "encrypted.key"
+    encrypted.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                            serialization.PrivateFormat.PKCS8,
+                                            serialization.BestAvailableEncryption(b"pw")))
+    probe = HttpProbe({"url": "https://127.0.0.1:1/", "client_cert": str(pki.client.cert),
+                       "client_key": str(encrypted)})
+    result = probe.check()
+    assert not result.ok
+    assert result.detail.endswith("not valid PEM, or the key is encrypted (it must not be)")
