@@ -41,7 +41,7 @@ import ipaddress
 import socket
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import dns.exception
@@ -74,10 +74,12 @@ class Server:
 
     host: str
     port: int = 53
+    label: str = field(default="", compare=False)  # e.g. the NS name an address came from
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return host if self.port == 53 else f"{host}:{self.port}"
+        where = host if self.port == 53 else f"{host}:{self.port}"
+        return f"{self.label} ({where})" if self.label else where
 
     def address(self) -> str:
         """The IP address to send to: `host` itself, or its first address from the resolver."""

@@ -60,21 +60,37 @@ def guess_type(expect: str | list[str]) -> str:
         return "CNAME"
 
 
-def zone_servers(zone: dns.name.Name, port: int = 53) -> list[Server]:
-    """The zone's NS names from the system resolver, as servers to ask directly."""
+def zone_servers(zone: dns.name.Name, port: int = 53,
+                 resolver: dns.resolver.Resolver | None = None) -> list[Server]:
+    """The zone's NS names, each resolved to an address, as servers to ask directly."""
+    resolver = resolver or dns.resolver.get_default_resolver()
     try:
-        answer = dns.resolver.resolve(zone, "NS")
+        targets = sorted({rd.target for rd in resolver.resolve(zone, "NS")})
     except dns.exception.DNSException as exc:
         raise StepError(f"cannot find the name servers of zone {zone} ({exc}); "
                         "list them in `servers`", retryable=True) from None
-    names = sorted(rd.target.to_text() for rd in answer)
-    return [Server(name, port) for name in names]
+    servers = []
+    for target in targets:
+        addresses: list[str] = []
+        for rdtype in ("A", "AAAA"):
+            try:
+                addresses += sorted(rd.to_text() for rd in resolver.resolve(target, rdtype))
+            except dns.exception.DNSException:
+                continue
+        if not addresses:
+            raise StepError(f"name server {target} of zone {zone} has no address; "
+                            "list the servers in `servers`", retryable=True)
+        server = Server(addresses[0], port, label=target.to_text())
+        if server not in servers:  # two NS names for one address: ask it once
+            servers.append(server)
+    return servers
 
 
-def find_zone(name: dns.name.Name) -> dns.name.Name:
-    """The zone that holds `name`, from the system resolver."""
+def find_zone(name: dns.name.Name, resolver: dns.resolver.Resolver | None = None
+              ) -> dns.name.Name:
+    """The zone that holds `name`, from the resolver."""
     try:
-        return dns.resolver.zone_for_name(name)
+        return dns.resolver.zone_for_name(name, resolver=resolver)
     except dns.exception.DNSException as exc:
         raise StepError(f"cannot find the zone of {name} ({exc}); set `zone` or `servers`",
                         retryable=True) from None
@@ -88,6 +104,8 @@ class WaitDns:
     """Wait for all authoritative servers to answer `expect`, then `settle` (see module doc)."""
 
     kind: ClassVar[str] = "wait_dns"
+    # Where NS records are looked up when `servers` is not given (None: the system's).
+    resolver: dns.resolver.Resolver | None = None
 
     def __init__(self, params: Mapping[str, Any]) -> None:
         self.name = absolute(params["name"])
@@ -176,7 +194,8 @@ class WaitDns:
     def _servers(self) -> list[Server]:
         if self.servers:
             return list(self.servers)
-        return zone_servers(self.zone or find_zone(self.name), self.port)
+        zone = self.zone or find_zone(self.name, self.resolver)
+        return zone_servers(zone, self.port, self.resolver)
 
     def _ask(self, servers: list[Server], ctx: Context) -> dict[Server, Answer | str]:
         timeout = min(IO_TIMEOUT, max(1.0, self.interval), ctx.remaining(IO_TIMEOUT))

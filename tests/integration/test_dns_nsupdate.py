@@ -310,6 +310,17 @@ def test_key_file_too_open_is_a_plan_problem_and_an_error(dns_lab: DnsLab,
     assert answer(dns_lab.primary) == [PROD]
 
 
+def test_servfail_is_retryable_and_read_back(dns_lab: DnsLab, tmp_path: Path) -> None:
+    # A directory where named wants its journal: the update fails inside named (SERVFAIL).
+    (dns_lab.primary.directory / "example.test.db.jnl").mkdir()
+    error = fails(dns_lab, tmp_path, step(dns_lab))
+    assert str(error) == (f"SERVFAIL: {dns_lab.primary.address}, zone example.test., {NAME} "
+                          "CNAME: the server failed to apply the update; "
+                          f"{dns_lab.primary.address} still answers {PROD}")
+    assert error.retryable
+    assert answer(dns_lab.primary) == [PROD]
+
+
 # -- `failover-engine dns show` --------------------------------------------------------------
 def write_policy(tmp_path: Path, lab: DnsLab, wait_servers: bool = True) -> Path:
     from tests.support import REPO

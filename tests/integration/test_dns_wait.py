@@ -13,6 +13,7 @@ from actions.wait_dns import WaitDns, guess_type
 from engine.drillkit.named import DnsLab
 from engine.errors import StepError
 from tests.fixtures.bind import PROD, STANDBY
+from tests.support import LOOPBACK
 
 NAME = "goc.example.test."
 T0 = 1_800_000_000.0
@@ -176,3 +177,37 @@ def test_plan_shows_what_each_server_answers_now(dns_lab: DnsLab, tmp_path: Path
                             f"0/2 servers answer {STANDBY}; {dns_lab.primary.address} still "
                             f"answers {PROD}; {dns_lab.secondary.address} still answers {PROD}")
     assert not plan.done and plan.problem is None
+
+
+def test_default_servers_are_the_zones_ns_records(dns_lab: DnsLab, tmp_path: Path) -> None:
+    import dns.resolver
+
+    # A real resolver object pointed at the lab's primary, which serves the zone's NS and
+    # their addresses: ns1 and ns2 are both 127.0.0.1, asked once on the primary's port.
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = [LOOPBACK]
+    resolver.port = dns_lab.primary.port
+    action = WaitDns({"name": NAME, "expect": PROD, "port": dns_lab.primary.port,
+                      "settle": 0, "interval": "100ms"})
+    action.resolver = resolver
+    ctx, lines, _ = make_ctx(tmp_path, dns_lab)
+    outcome = action.apply(ctx)
+    assert outcome.summary.startswith(f"all 1 servers answer {NAME} CNAME {PROD}")
+    assert lines[0] == f"1/1 servers answer {PROD}"
+    assert outcome.after == {f"ns1.example.test. ({dns_lab.primary.address})": PROD}
+
+
+def test_no_ns_records_is_a_plan_problem(dns_lab: DnsLab, tmp_path: Path) -> None:
+    import dns.resolver
+
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = [LOOPBACK]
+    resolver.port = dns_lab.primary.port
+    resolver.lifetime = 2
+    action = WaitDns({"name": "goc.nothere.test.", "zone": "nothere.test", "expect": PROD})
+    action.resolver = resolver
+    ctx, _, _ = make_ctx(tmp_path, dns_lab)
+    plan = action.plan(ctx)
+    assert plan.problem and plan.problem.startswith(
+        "cannot find the name servers of zone nothere.test.")
+    assert plan.problem.endswith("list them in `servers`")
