@@ -101,3 +101,17 @@ def test_unknown_on_a_bad_policy_or_a_bug(policy, capsys, monkeypatch):
     monkeypatch.setattr(check_engine, "load", lambda args: 1 / 0)
     code, line = check(capsys)
     assert code == 3 and "internal error (ZeroDivisionError" in line
+
+
+def test_codes_through_the_command_line(tmp_path):
+    from tests.unit.engine.test_install import POLICY_YAML, cli
+
+    policy_file = tmp_path / "demo.yaml"
+    policy_file.write_text(POLICY_YAML.format(state=tmp_path / "state"))
+    never = cli("--policy", str(policy_file), "check", "engine")
+    assert never.returncode == 2 and never.stdout.startswith("ENGINE CRITICAL - policy demo")
+    StateStore(tmp_path / "state").save(EngineState(state="engaged", last_cycle=isotime()))
+    engaged = cli("--policy", str(policy_file), "check", "engine")
+    assert engaged.returncode == 1 and engaged.stdout.startswith("ENGINE WARNING")
+    missing = cli("--policy", str(tmp_path / "nope.yaml"), "check", "engine")
+    assert missing.returncode == 3 and "UNKNOWN" in missing.stdout + missing.stderr

@@ -250,3 +250,61 @@ def test_logrotate_keeps_the_success_line_in_the_new_status_log(tmp_path):
     assert status.read_text() == ("2026-11-26T05:17:00+00:00 INFO: completed ok\n"
                                   "2026-11-26T06:17:00+00:00 ERROR: fetch failed\n")
     assert (tmp_path / "log" / "import.log.1").exists()
+
+
+POLICY_YAML = """\
+version: 1
+name: demo
+state_dir: {state}
+probes:
+  production:
+    tcp: {{host: 127.0.0.1, port: 9}}
+monitor:
+  target: production
+  interval: 10m
+  failures_to_engage: 3
+engage:
+  - lock: {{state: present}}
+restore:
+  - lock: {{state: absent}}
+jobs:
+  tick:
+    schedule: "*/5 * * * *"
+    steps:
+      - command: {{argv: ["/bin/true"]}}
+"""
+
+
+def cli(*argv: str) -> subprocess.CompletedProcess:
+    import sys
+
+    from tests.support import REPO
+
+    return subprocess.run([sys.executable, str(REPO / "bin" / "failover-engine"), *argv],
+                          capture_output=True, text=True, cwd=REPO)
+
+
+def test_install_and_uninstall_through_the_command_line(tmp_path):
+    policy_file = tmp_path / "demo.yaml"
+    policy_file.write_text(POLICY_YAML.format(state=tmp_path / "state"))
+    root = tmp_path / "root"
+    root.mkdir()
+    first = cli("--policy", str(policy_file), "install", "--root", str(root))
+    assert first.returncode == 0, first.stderr
+    cron = (root / "etc/cron.d/failover-engine-demo").read_text()
+    [entry] = cron_entries(cron)
+    assert entry[0] == "*/5 * * * *" and entry[1] == "root"
+    assert entry[2].split()[1:5] == ["--policy", str(policy_file), "job", "tick"]
+    again = cli("--policy", str(policy_file), "install", "--root", str(root))
+    assert again.returncode == 0 and "nothing to change" in again.stdout
+    gone = cli("--policy", str(policy_file), "uninstall", "--root", str(root))
+    assert gone.returncode == 0, gone.stderr
+    assert list(root.iterdir()) == []
+
+
+def test_install_with_an_invalid_policy_exits_2(tmp_path):
+    policy_file = tmp_path / "bad.yaml"
+    policy_file.write_text("version: 1\nname: Bad Name\n")
+    result = cli("--policy", str(policy_file), "install", "--root", str(tmp_path / "root"))
+    assert result.returncode == 2 and str(policy_file) in result.stderr
+    assert not (tmp_path / "root").exists()

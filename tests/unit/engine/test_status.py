@@ -139,3 +139,18 @@ def test_status_does_not_import_the_heavy_clients():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                          text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_status_json_through_the_command_line(tmp_path):
+    from tests.unit.engine.test_install import POLICY_YAML, cli
+
+    policy_file = tmp_path / "demo.yaml"
+    policy_file.write_text(POLICY_YAML.format(state=tmp_path / "state"))
+    StateStore(tmp_path / "state").save(EngineState(state="suspect", failures=2))
+    result = cli("--policy", str(policy_file), "status", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert set(data) == DOCUMENTED
+    assert (data["policy"], data["state"], data["failures"], data["failures_to_engage"]) == (
+        "demo", "suspect", 2, 3)
+    assert list(data["jobs"]) == ["tick"] and list(data["probes"]) == ["production"]
