@@ -529,6 +529,8 @@ def _describe(value: Any) -> str:
         return "a list"
     if isinstance(value, dict):
         return "a mapping"
+    if hasattr(value, "isoformat"):  # YAML reads 2024-01-01 as a date
+        return f"a date ({value.isoformat()}; quote it to make it a string)"
     return f"a {type(value).__name__} ({_short(value)})"
 
 

@@ -193,6 +193,8 @@ def _yaml_error_line(path: Path, exc: yaml.MarkedYAMLError) -> str:
     context = _one_line(exc.context or "")
     if context and exc.context_mark is not None and exc.context_mark is not mark:
         context += f" at line {exc.context_mark.line + 1}"
+    if "undefined alias" in problem:
+        problem += " (an `*alias` must come after its `&anchor`)"
     detail = f"{problem} ({context})" if context and problem else problem or context
     return f"{where}: YAML syntax error: {detail or 'cannot parse'}"
 

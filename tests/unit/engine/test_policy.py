@@ -51,6 +51,8 @@ BROKEN: dict[str, tuple[int | None, str]] = {
     "impossible-window.yaml": (11, "5 failures can never happen in 3 cycles"),
     "empty-string.yaml": (7, "probes.production.http.expect_body: must not be empty"),
     "key-without-cert.yaml": (7, "'client_key' needs 'client_cert' as well"),
+    "date-not-string.yaml": (3, "name: must be a string, not a date (2024-01-01; quote it"),
+    "undefined-alias.yaml": (4, "found undefined alias"),
 }
 
 LINE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+):(?P<col>\d+): (?P<rest>.+)$")
