@@ -15,7 +15,9 @@ instead of `sqlplus`/`impdp` with their output grepped for "error":
    until it ends; every error line the job reports (and every `ORA-` line of its log file,
    when the log is readable from here) is logged and fails the step.
 3. `DBMS_STATS.GATHER_SCHEMA_STATS`, then verification: at least `min_tables` tables, every
-   table in `expect_tables`, exact `COUNT(*)` of each table in `min_rows`.
+   table in `expect_tables`, exact `COUNT(*)` of each table in `min_rows`. The outcome
+   carries `data_completed`: the dump file's mtime (fetch keeps the source's), which the job
+   records for `check dump-age --data-age`.
 
 Oracle cannot rename a schema, so there is no staging swap: if anything after the drop
 fails, the step re-imports the last good dump (`last_good`: the archived copy of the last
@@ -498,6 +500,9 @@ class ImportOracle:
         dump = self._dump_path(ctx)
         size = self._check_file(dump, "dump")
         self._check_digest(dump)
+        # fetch keeps the source's mtime, so this is when the export finished writing it:
+        # the data's own age, recorded by the job as `data_completed`.
+        written = datetime.fromtimestamp(dump.stat().st_mtime, UTC).isoformat(timespec="seconds")
         last_good = self._find_last_good(dump)
         if last_good is not None:
             self._check_file(last_good, "last good dump")
@@ -564,7 +569,7 @@ class ImportOracle:
                        after={"schema": self.schema, "dump": str(dump), "bytes": size,
                               "tables": verified.tables, "rows": verified.rows,
                               "objects": verified.objects, "invalid": verified.invalid,
-                              "dump_created": created})
+                              "dump_created": created, "data_completed": written})
 
     # --- plumbing -----------------------------------------------------------------------
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import UTC, datetime
+import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import jsonschema
@@ -34,8 +35,6 @@ def site(tmp_path: Path) -> dict[str, Path]:
     last = archive / "_goc5dump_26-11-26_06_17_00"
     last.write_bytes(b"GOOD" * 4096)
     older_time = datetime(2026, 11, 25, tzinfo=UTC).timestamp()
-    import os
-
     os.utime(older, (older_time, older_time))
     creds = tmp_path / "oracle.ini"
     creds.write_text(f"[oracle]\nuser = system\npassword = {PASSWORD}\ndsn = localhost:1521/XE\n")
@@ -415,3 +414,96 @@ def test_schema_fragment() -> None:
                 {**good, "schema": "GOC DB"}, {**good, "password": "x"},
                 {**good, "table_exists_action": "replace"}):
         assert list(validator.iter_errors(bad)), bad
+
+
+# --- the whole job through the engine: fetch (local) → import_oracle → archive ----------
+
+
+def _job_policy(tmp_path: Path, source: Path) -> Path:
+    creds = tmp_path / "oracle.ini"
+    creds.write_text(f"[oracle]\nuser = system\npassword = {PASSWORD}\ndsn = localhost/XE\n")
+    creds.chmod(0o600)
+    policy = tmp_path / "oracle.yaml"
+    policy.write_text(f"""
+version: 1
+name: oracle-test
+state_dir: {tmp_path / 'state'}
+secrets: {{oracle: {creds}}}
+probes: {{production: {{http: {{url: "http://127.0.0.1:9/"}}}}}}
+monitor: {{target: production, interval: 10m, failures_to_engage: 3}}
+engage: [{{lock: {{state: present}}}}]
+restore: [{{lock: {{state: absent}}}}]
+jobs:
+  import:
+    status_log: {tmp_path / 'import.log'}
+    work_dir: {tmp_path / 'work'}
+    steps:
+      - fetch: {{source: {source}}}
+      - import_oracle:
+          credentials: oracle
+          schema: GOCDB5
+          last_good: {tmp_path / 'archive'}
+          poll_interval: 0s
+      - archive: {{dir: {tmp_path / 'archive'}, keep: 1}}
+""")
+    return policy
+
+
+def test_job_end_to_end_with_rollback_to_the_archived_dump(fake_oracle: FakeOracle,
+                                                            tmp_path: Path, monkeypatch) -> None:
+    from engine.commands.check_dump_age import CRITICAL, OK, run
+    from engine.jobs import run_job
+    from engine.policy import load_policy
+    from engine.statuslog import read_status_log
+
+    source = tmp_path / "export" / "goc5dump.dmp"
+    source.parent.mkdir()
+    source.write_bytes(b"FIRST" * 4096)
+    first_mtime = datetime(2026, 11, 26, 4, 0, tzinfo=UTC).timestamp()
+    os.utime(source, (first_mtime, first_mtime))
+    script_happy(fake_oracle)
+    fake_oracle.on(r"FROM dba_users", rows=[(0,)])  # a fresh standby: no schema yet
+    monkeypatch.setattr(import_oracle, "connect_factory", fake_oracle.connect)
+    policy = load_policy(_job_policy(tmp_path, source))
+
+    first = run_job(policy, "import")
+    assert first.ok, first.reason
+    archived = sorted((tmp_path / "archive").iterdir())
+    assert len(archived) == 1 and archived[0].read_bytes() == source.read_bytes()
+    assert read_status_log(tmp_path / "import.log").last_outcome.ok
+    code, line = run(argparse_namespace(log=str(tmp_path / "import.log")))
+    assert code == OK, line
+    # The job recorded the dump's own time (its mtime, kept by fetch) for --data-age.
+    record = json.loads((tmp_path / "state" / "jobs" / "import.json").read_text())
+    assert record["data_completed"] == datetime.fromtimestamp(
+        first_mtime, UTC).isoformat(timespec="seconds")
+    code, line = run(argparse_namespace(data_age=True, state_dir=str(tmp_path / "state"),
+                                        job="import"),
+                     now=datetime.fromtimestamp(first_mtime, UTC) + timedelta(hours=8))
+    assert code == CRITICAL and "data completed 8h ago" in line
+
+    # Second run: a new dump whose import fails; the archived first dump is re-imported.
+    source.write_bytes(b"SECOND" * 4096)
+    fake_oracle.on(r"FROM dba_users", rows=[(1,)])
+    fake_oracle.fail(r"DBMS_DATAPUMP\.START_JOB", "ORA-39002: invalid operation", nth=1)
+    second = run_job(policy, "import")
+    assert not second.ok
+    assert "ORA-39002" in second.reason and f"re-imported last good dump {archived[0]}" \
+        in second.reason
+    rollback_file = fake_oracle.matching("KU\\$_FILE_TYPE_DUMP_FILE")[-1]
+    assert rollback_file.binds["filename"] == archived[0].name
+    assert sorted((tmp_path / "archive").iterdir()) == archived  # the bad dump is not archived
+    lines = (tmp_path / "import.log").read_text().splitlines()
+    assert lines[0].endswith("INFO: completed ok")
+    assert " ERROR: step 2 (import_oracle) failed: " in lines[1] and "rolled back" in lines[1]
+    # A failure after a recent success keeps the check OK, as the original.
+    assert run(argparse_namespace(log=str(tmp_path / "import.log")))[0] == OK
+
+
+def argparse_namespace(**values: object):
+    import argparse
+
+    base = {"warning": None, "critical": None, "log": None, "data_age": False, "job": None,
+            "policy": None, "state_dir": None}
+    base.update(values)
+    return argparse.Namespace(**base)
