@@ -12,7 +12,7 @@ is one line an operator can act on ("HTTP 503 (expected 200)", "connect timeout 
           client_key: /etc/grid-security/hostkey.pem
           ca_file: /etc/pki/tls/certs/ca-bundle.crt       # default: the system's CAs
           verify: true          # false (written out) skips server certificate checks
-          timeout: 30s          # each of connect, TLS handshake and read
+          timeout: 30s          # the whole probe: connect, TLS handshake, response
           expect_status: 200
           expect_body: "OK"     # optional substring of the first 1 MiB of the body
       internet:
@@ -61,6 +61,28 @@ def _tls_error(exc: BaseException) -> str:
             return f"TLS: the server rejected our client certificate ({reason})"
         return f"TLS: {reason}"
     return f"TLS: {exc}"
+
+
+def _left(deadline: float) -> float:
+    """Seconds left before `deadline`; TimeoutError once it has passed."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("probe deadline passed")
+    return left
+
+
+def _read_body(response: http.client.HTTPResponse, sock: socket.socket, deadline: float) -> bytes:
+    """Up to 1 MiB of the body, within the probe's deadline."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < _BODY_LIMIT:
+        sock.settimeout(_left(deadline))
+        chunk = response.read1(min(65536, _BODY_LIMIT - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 class TcpProbe:
@@ -158,6 +180,9 @@ class HttpProbe:
         return ProbeResult(ok, detail, time.monotonic() - start)
 
     def _check(self) -> tuple[bool, str]:
+        # `timeout` bounds the whole probe (connect + handshake + response), so a server
+        # that trickles bytes cannot hold a monitor cycle much longer than that.
+        deadline = time.monotonic() + self.timeout
         context = None
         if self.tls:
             try:
@@ -173,26 +198,28 @@ class HttpProbe:
         try:
             if context is not None:
                 try:
+                    sock.settimeout(_left(deadline))
                     sock = context.wrap_socket(sock, server_hostname=self.host)
                 except TimeoutError:
                     return False, f"TLS handshake timeout after {format_duration(self.timeout)}"
                 except (ssl.SSLError, OSError) as exc:
                     return False, _tls_error(exc)
-            return self._request(sock)
+            return self._request(sock, deadline)
         finally:
             sock.close()
 
-    def _request(self, sock: socket.socket) -> tuple[bool, str]:
+    def _request(self, sock: socket.socket, deadline: float) -> tuple[bool, str]:
         conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         conn.sock = sock  # already connected (and wrapped): http.client uses it as is
         try:
+            sock.settimeout(_left(deadline))
             conn.putrequest("GET", self.path, skip_host=True, skip_accept_encoding=True)
             conn.putheader("Host", self.host_header)
             conn.putheader("User-Agent", _USER_AGENT)
             conn.putheader("Connection", "close")
             conn.endheaders()
             response = conn.getresponse()
-            body = response.read(_BODY_LIMIT) if self.expect_body is not None else b""
+            body = _read_body(response, sock, deadline) if self.expect_body is not None else b""
         except TimeoutError:
             return False, f"no response within {format_duration(self.timeout)}"
         except ssl.SSLError as exc:

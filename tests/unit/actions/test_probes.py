@@ -146,3 +146,34 @@ def test_encrypted_key_fails_without_prompting(pki: Pki, tmp_path) -> None:
     result = probe.check()
     assert not result.ok
     assert result.detail.endswith("not valid PEM, or the key is encrypted (it must not be)")
+
+
+def test_trickling_server_is_cut_off_at_the_timeout() -> None:
+    # A server that answers the headers, then sends one body byte at a time and never ends.
+    import threading
+
+    stop = threading.Event()
+    with socket.socket() as listener:
+        listener.bind((LOOPBACK, 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+
+        def serve() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
+                while not stop.is_set():
+                    try:
+                        conn.sendall(b"x")
+                    except OSError:
+                        return
+                    stop.wait(0.05)
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        result = HttpProbe({"url": f"http://{LOOPBACK}:{port}/", "timeout": "500ms",
+                            "expect_body": "OK"}).check()
+        stop.set()
+        thread.join(5)
+    assert not result.ok
+    assert result.detail == "no response within 500ms"
