@@ -39,7 +39,7 @@ TIMEOUT_STOP_SEC = "60s"
 # Step options that name a file the step creates, replaces or moves (its directory must be
 # writable: atomic replace and rename need it) or a directory the step writes into.
 FILE_KEYS = frozenset({"file", "path", "status_log", "link", "lock_file", "dest", "metrics_file"})
-DIR_KEYS = frozenset({"dir", "work_dir", "parked_dir", "archive_dir"})
+DIR_KEYS = frozenset({"dir", "work_dir", "park_dir", "dest_dir", "directory_path"})
 
 _CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,-]+$")
 _CRON_NICKNAMES = frozenset(

@@ -98,6 +98,16 @@ def test_read_write_paths_cover_state_cron_lock_and_status_dirs(tmp_path):
         Path(p) for p in ("/etc/cron.d", "/var/lock/gocdb", "/var/log/failover-engine"))
 
 
+def test_park_dir_and_metrics_dir_are_writable(tmp_path):
+    policy = make_policy(
+        tmp_path, restore=[],
+        engage=[Step("disable_cron", {"file": "/etc/cron.d/x", "park_dir": "/srv/parked"})],
+        monitor=MonitorSpec(target="production", interval=600.0, failures_to_engage=30,
+                            metrics_file=Path("/var/lib/node-exporter/fe.prom")))
+    assert write_paths(policy) == [Path("/etc/cron.d"), Path("/srv/parked"),
+                                   Path("/var/lib/node-exporter")]
+
+
 def test_paths_inside_the_state_dir_are_not_listed_twice(tmp_path):
     inside = str(tmp_path / "state" / "engage.lock")
     policy = make_policy(tmp_path, engage=[Step("lock", {"state": "present", "file": inside})],
