@@ -184,7 +184,12 @@ class WaitDns:
                 wait = self.interval
             left = self._left(ctx, now)
             if left is not None and left <= 0:
-                raise StepError(self._timed_out(answers, progress, now))
+                message = self._timed_out(answers, progress, now)
+                # A later restore (after `reset`) must wait afresh, not inherit this deadline.
+                for key in ("started", "give_up_at", "agreed_since", "settle"):
+                    progress.pop(key, None)
+                ctx.save_progress()
+                raise StepError(message)
             if ctx.should_stop():
                 raise StepError(f"stopped while waiting for {self.name} to settle; the wait "
                                 "resumes where it left off", retryable=True)
@@ -198,9 +203,10 @@ class WaitDns:
         return zone_servers(zone, self.port, self.resolver)
 
     def _ask(self, servers: list[Server], ctx: Context) -> dict[Server, Answer | str]:
-        timeout = min(IO_TIMEOUT, max(1.0, self.interval), ctx.remaining(IO_TIMEOUT))
         answers: dict[Server, Answer | str] = {}
         for server in servers:
+            # per server: a few dead servers in a row must not carry us past the deadline
+            timeout = min(IO_TIMEOUT, max(1.0, self.interval), ctx.remaining(IO_TIMEOUT))
             try:
                 answers[server] = read_record(server, self.name, self.rdtype, timeout)
             except StepError as exc:

@@ -150,6 +150,7 @@ def test_resume_keeps_the_original_deadline(dns_lab: DnsLab, tmp_path: Path) -> 
                                         r"0/2 servers answer standby"):
         waiter(dns_lab, clock).apply(ctx)
     assert clock.slept == []
+    assert ctx.progress == {}  # a later restore waits afresh instead of timing out at once
 
 
 def test_stop_request_leaves_progress_for_the_resume(dns_lab: DnsLab, tmp_path: Path) -> None:
