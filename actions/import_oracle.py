@@ -477,6 +477,23 @@ class ImportOracle:
 
     # --- the contract -------------------------------------------------------------------
 
+    def host_problems(self, ctx: Context) -> list[str]:
+        """For `validate --host`: the credentials parse, the directories exist."""
+        problems: list[str] = []
+        try:
+            read_credentials(Path(ctx.secret(self.credentials)))
+        except Exception as error:  # noqa: BLE001 - SecretError or StepError: report, go on
+            problems.append(f"import_oracle credentials {self.credentials!r}: "
+                            f"{_first_line(error)}")
+        if not self.last_good.exists() and not self.last_good.parent.is_dir():
+            problems.append(f"import_oracle last_good {self.last_good}: neither it nor its "
+                            "directory exists, so a failed import could not be rolled back")
+        for key in ("directory_path", "last_good_directory_path"):
+            value = getattr(self, key)
+            if value and not Path(value).is_dir():
+                problems.append(f"import_oracle {key} {value} is not a directory here")
+        return problems
+
     def plan(self, ctx: Context) -> Plan:
         """Local checks only: a dry-run must not create directory objects or define jobs."""
         try:

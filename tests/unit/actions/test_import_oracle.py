@@ -368,6 +368,19 @@ def test_plan_is_local_and_reports_problems(fake_oracle: FakeOracle, site) -> No
     assert fake_oracle.calls == []
 
 
+def test_host_problems(fake_oracle: FakeOracle, site) -> None:
+    assert _step(fake_oracle, site).host_problems(_ctx(site, [])) == []
+    site["creds"].write_text(f"just-a-password {PASSWORD}\n")
+    step = _step(fake_oracle, site, last_good="/nonexistent/dir/archive",
+                 directory_path="/nonexistent/work")
+    problems = step.host_problems(_ctx(site, []))
+    assert len(problems) == 3, problems
+    assert problems[0].startswith("import_oracle credentials 'oracle': ")
+    assert "could not be rolled back" in problems[1]
+    assert "directory_path /nonexistent/work is not a directory here" in problems[2]
+    assert PASSWORD not in "\n".join(problems)
+
+
 def test_credentials_formats(tmp_path: Path) -> None:
     line = tmp_path / "line"
     line.write_text(f"# sqlplus style\ngocdb/{PASSWORD}@db.example.org:1521/XEPDB1\n")
