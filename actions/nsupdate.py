@@ -345,7 +345,8 @@ class NsUpdate:
         update.want_tsig_sign = False
 
     def _exchange(self, update: dns.update.UpdateMessage, ctx: Context) -> dns.message.Message:
-        timeout = self._timeout(ctx)
+        # Keep part of the step's time for reading the record back if the update times out.
+        timeout = min(IO_TIMEOUT, 0.6 * ctx.remaining(IO_TIMEOUT / 0.6))
         expiration = time.time() + timeout
         address = self.server.address()
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
