@@ -92,6 +92,8 @@ _IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_$#]{0,29}$")
 _TERMINAL = {"COMPLETED", "STOPPED", "NOT RUNNING"}
 _TRANSIENT = ("ORA-12541", "ORA-12514", "ORA-12170", "ORA-03113", "ORA-03135", "ORA-12537",
               "ORA-12528", "ORA-01033", "ORA-01034", "DPY-6005", "DPY-4011", "DPY-6000")
+# Unable to open/read/write a file through a directory object: usually OS permissions.
+_FILE_ACCESS = ("ORA-29283", "ORA-31640", "ORA-39087", "ORA-39070", "ORA-27037")
 _MAX_SURFACED = 10
 
 _HEADER_BLOCK = """
@@ -546,8 +548,11 @@ class ImportOracle:
             handle = session.define_import(self, dump.name, self.directory, job)
         except (_ImportFailed, oracledb.Error) as error:
             self._close(session)
-            raise StepError(f"import_oracle {self.schema}: {_first_line(error)}; nothing was "
-                            "dropped", retryable=_transient(error)) from None
+            hint = ""
+            if any(code in str(error) for code in _FILE_ACCESS):
+                hint = f" (can the database server's OS user read and write {dump_dir}?)"
+            raise StepError(f"import_oracle {self.schema}: {_first_line(error)}{hint}; nothing "
+                            "was dropped", retryable=_transient(error)) from None
         except BaseException:
             self._close(session)
             raise

@@ -292,6 +292,20 @@ def test_bad_dump_drops_nothing(fake_oracle: FakeOracle, site, damage: str) -> N
         assert fake_oracle.calls == []  # refused before connecting at all
 
 
+def test_server_cannot_open_the_dump_hints_at_permissions(fake_oracle: FakeOracle,
+                                                          site) -> None:
+    script_happy(fake_oracle)
+    fake_oracle.fail("GET_DUMPFILE_INFO", "ORA-39087: directory name FAILOVER_DUMP is invalid",
+                     nth=1)
+    with pytest.raises(StepError) as err:
+        _step(fake_oracle, site).apply(_ctx(site, []))
+    assert str(err.value) == (
+        f"import_oracle GOCDB5: ORA-39087: directory name FAILOVER_DUMP is invalid (can the "
+        f"database server's OS user read and write {site['work']}?); nothing was dropped")
+    assert not fake_oracle.matching("DROP USER")
+    assert fake_oracle.calls[-1].kind == "close"
+
+
 def test_bad_last_good_dump_drops_nothing(fake_oracle: FakeOracle, site) -> None:
     script_happy(fake_oracle)
     fake_oracle.on("GET_DUMPFILE_INFO", nth=2, outs={"filetype": 1, "master_present": "0"})
