@@ -24,6 +24,7 @@ from bench.common import (
     BenchError,
     Result,
     alternate,
+    child_env,
     failed_result,
     ratio_result,
     run_process,
@@ -42,7 +43,7 @@ def importtime(argv: list[str]) -> list[tuple[int, int, int, str]]:
     import subprocess
 
     done = subprocess.run([PYTHON, "-X", "importtime", *argv], cwd=REPO, capture_output=True,
-                          text=True, check=False)
+                          text=True, check=False, env=child_env())
     found = []
     for line in done.stderr.splitlines():
         match = _IMPORTTIME.match(line)
@@ -142,6 +143,6 @@ def _exit_code(argv: list[str]) -> int:
 
     try:
         return subprocess.run(argv, cwd=REPO, capture_output=True, check=False,
-                              timeout=60).returncode
+                              timeout=60, env=child_env()).returncode
     except subprocess.TimeoutExpired as exc:
         raise BenchError(f"{' '.join(argv)} did not finish in 60 s") from exc
