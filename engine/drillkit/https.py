@@ -91,14 +91,21 @@ class _Server(ThreadingHTTPServer):
     def finish_request(self, request: Any, client_address: Any) -> None:
         # Runs in the per-connection thread: the TLS handshake happens here, not in accept().
         request.settimeout(10)
-        if self.context is not None:
-            try:
-                request = self.context.wrap_socket(request, server_side=True)
-            except (ssl.SSLError, OSError):
-                self.handshake_failures += 1
-                request.close()
-                return
-        self.RequestHandlerClass(request, client_address, self)
+        if self.context is None:
+            self.RequestHandlerClass(request, client_address, self)
+            return
+        try:
+            tls = self.context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            self.handshake_failures += 1
+            request.close()
+            return
+        # wrap_socket took over the descriptor: the base class's shutdown_request() only
+        # sees the detached plain socket, so the TLS socket is closed here.
+        try:
+            self.RequestHandlerClass(tls, client_address, self)
+        finally:
+            tls.close()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Clients that hang up mid-request are normal in an outage drill; stay quiet."""
