@@ -128,11 +128,25 @@ def write_paths(policy: Policy) -> list[Path]:
     return sorted(unique)
 
 
-def render_unit(policy: Policy, engine_path: Path, user: str = "root") -> str:
+def engine_args(policy: Policy, engine_path: Path, state_dir_flag: bool = False) -> list[str]:
+    """`failover-engine --policy <abs> [--state-dir <abs>]`: how the unit and cron call it.
+
+    `state_dir_flag` passes the policy's state_dir explicitly, for an install made with a
+    --state-dir override (the monitor and the jobs must use the directory install set up).
+    """
+    argv = [str(engine_path), "--policy", str(Path(policy.path).absolute())]
+    if state_dir_flag:
+        argv += ["--state-dir", str(Path(policy.state_dir).absolute())]
+    return argv
+
+
+def render_unit(policy: Policy, engine_path: Path, user: str = "root",
+                state_dir_flag: bool = False) -> str:
     """The monitor's service unit."""
     policy_path = str(Path(policy.path).absolute())
     exec_start = " ".join(
-        systemd_quote(w, dollar=True) for w in (str(engine_path), "--policy", policy_path, "run")
+        systemd_quote(w, dollar=True)
+        for w in (*engine_args(policy, engine_path, state_dir_flag), "run")
     )
     # "-" lets the unit start when an optional path does not exist yet; the state directory
     # is created by install, so it is required.
@@ -197,9 +211,8 @@ def cron_escape(command: str) -> str:
 
 
 def render_cron(policy: Policy, engine_path: Path, user: str = "root",
-                log_dir: Path = LOG_DIR) -> str | None:
+                log_dir: Path = LOG_DIR, state_dir_flag: bool = False) -> str | None:
     """The cron file, or None when no job has a schedule."""
-    policy_path = str(Path(policy.path).absolute())
     status_logs = {Path(j.status_log) for j in policy.jobs.values() if j.status_log}
     lines = []
     for name in sorted(policy.jobs):
@@ -207,7 +220,7 @@ def render_cron(policy: Policy, engine_path: Path, user: str = "root",
         if not job.schedule:
             continue
         when = check_schedule(policy, name, job.schedule)
-        command = shlex.join([str(engine_path), "--policy", policy_path, "job", name])
+        command = shlex.join([*engine_args(policy, engine_path, state_dir_flag), "job", name])
         output = job_log(policy, name, log_dir)
         if output in status_logs:
             raise UsageError(
@@ -276,10 +289,11 @@ def render_logrotate(policy: Policy, log_dir: Path = LOG_DIR) -> str:
 
 
 def render_all(policy: Policy, engine_path: Path, user: str = "root",
-               log_dir: Path = LOG_DIR) -> list[RenderedFile]:
+               log_dir: Path = LOG_DIR, state_dir_flag: bool = False) -> list[RenderedFile]:
     """Every file install writes for this policy, unit first."""
-    files = [RenderedFile(UNIT_DIR / unit_name(policy), render_unit(policy, engine_path, user))]
-    cron = render_cron(policy, engine_path, user, log_dir)
+    unit = render_unit(policy, engine_path, user, state_dir_flag)
+    files = [RenderedFile(UNIT_DIR / unit_name(policy), unit)]
+    cron = render_cron(policy, engine_path, user, log_dir, state_dir_flag)
     if cron is not None:
         files.append(RenderedFile(cron_path(policy), cron))
     files.append(RenderedFile(logrotate_path(policy), render_logrotate(policy, log_dir)))

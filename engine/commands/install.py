@@ -185,7 +185,9 @@ def main(args: argparse.Namespace) -> int:
     user = getattr(args, "user", None) or "root"
     account = _check_user(user, root)
     engine = Path(getattr(args, "engine", None) or engine_executable())
-    rendered = render_all(policy, engine, user)
+    # With --state-dir the unit and cron must pass it on, or they would use another dir.
+    rendered = render_all(policy, engine, user,
+                          state_dir_flag=bool(getattr(args, "state_dir", None)))
     mpath = manifest_path(policy, root)
     manifest = read_manifest(mpath)
     changes = plan_install(policy, root, rendered, manifest)

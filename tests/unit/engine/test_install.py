@@ -302,6 +302,20 @@ def test_install_and_uninstall_through_the_command_line(tmp_path):
     assert list(root.iterdir()) == []
 
 
+def test_a_state_dir_override_is_passed_on_to_unit_and_cron(tmp_path):
+    policy_file = tmp_path / "demo.yaml"
+    policy_file.write_text(POLICY_YAML.format(state=tmp_path / "state"))
+    root, other = tmp_path / "root", tmp_path / "elsewhere"
+    result = cli("--policy", str(policy_file), "--state-dir", str(other), "install",
+                 "--root", str(root))
+    assert result.returncode == 0, result.stderr
+    flag = f"--policy {policy_file} --state-dir {other} "
+    unit = (root / "etc/systemd/system/failover-engine-demo.service").read_text()
+    assert f"{flag}run\n" in unit and f"ReadWritePaths={other} " in unit
+    assert f"{flag}job tick" in (root / "etc/cron.d/failover-engine-demo").read_text()
+    assert (root / str(other).lstrip("/") / "installed.json").exists()
+
+
 def test_install_with_an_invalid_policy_exits_2(tmp_path):
     policy_file = tmp_path / "bad.yaml"
     policy_file.write_text("version: 1\nname: Bad Name\n")
