@@ -37,6 +37,7 @@ import email
 import email.policy
 import fcntl
 import hashlib
+import os
 import smtplib
 import socket
 import ssl
@@ -237,9 +238,12 @@ class FlushResult:
 def _spool_lock(spool_dir: Path) -> Iterator[None]:
     # The monitor and a cron job may flush at the same time: one at a time, no duplicates.
     ensure_private_dir(spool_dir)
-    with open(Path(spool_dir) / ".lock", "a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    fd = os.open(Path(spool_dir) / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def _flush(notify_config: Mapping[str, Any], spool_dir: Path, secret: SecretLookup,
