@@ -161,7 +161,7 @@ def read_record(server: Server, name: dns.name.Name, rdtype: str, timeout: float
         raise StepError(f"timeout: {server} did not answer a query for {name} {rdtype} within "
                         f"{timeout:.0f}s", retryable=True) from None
     except ConnectionRefusedError:
-        raise StepError(f"connection refused by {server} (TCP port {server.port}) while reading "
+        raise StepError(f"connection refused by {server} (TCP) while reading "
                         f"{name} {rdtype}: is named running there?", retryable=True) from None
     except OSError as exc:
         raise StepError(f"cannot reach {server} to read {name} {rdtype}: {exc.strerror or exc}",
@@ -377,7 +377,7 @@ class NsUpdate:
 
     def _connect_error(self, exc: OSError, timeout: float) -> str:
         if isinstance(exc, ConnectionRefusedError):
-            return (f"connection refused by {self.server} (TCP port {self.server.port}): is named "
+            return (f"connection refused by {self.server} (TCP): is named "
                     "running there?")
         if isinstance(exc, TimeoutError):
             return f"timeout: could not connect to {self.server} within {timeout:.0f}s"

@@ -151,6 +151,7 @@ class WaitDns:
                 progress["give_up_at"] = now + ctx.remaining()
             ctx.save_progress()
         last_picture = ""
+        waited = False  # an Outcome that merely confirmed the servers agree is "already"
         while True:
             answers = self._ask(servers, ctx)
             now = self.clock()
@@ -174,7 +175,7 @@ class WaitDns:
                         f"{show(self.expect)} since {_iso(progress['agreed_since'])} "
                         f"(settled {format_duration(progress['settle'])})",
                         before=None, after={str(s): show(self.expect) for s in servers},
-                        changed=False)
+                        changed=waited)
                 wait = min(self.interval, settled_at - now)
             else:
                 if progress.get("agreed_since") is not None:
@@ -194,6 +195,7 @@ class WaitDns:
                 raise StepError(f"stopped while waiting for {self.name} to settle; the wait "
                                 "resumes where it left off", retryable=True)
             ctx.sleep(max(0.0, min(wait, left) if left is not None else wait))
+            waited = True
 
     # -- internals ----------------------------------------------------------------------
     def _servers(self) -> list[Server]:

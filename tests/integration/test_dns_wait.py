@@ -75,6 +75,7 @@ def test_completes_when_both_servers_answer_and_settle_passed(dns_lab: DnsLab,
                                "2027-01-15T08:00:00Z (settled 30s)")
     assert f"2/2 servers answer {STANDBY}" in lines
     assert sum(clock.slept) == 30
+    assert outcome.changed  # it waited: the runner journals it as done, not "already"
     assert saved[-1]["agreed_since"] == T0 and saved[-1]["started"] == T0
 
 
@@ -195,6 +196,7 @@ def test_default_servers_are_the_zones_ns_records(dns_lab: DnsLab, tmp_path: Pat
     outcome = action.apply(ctx)
     assert outcome.summary.startswith(f"all 1 servers answer {NAME} CNAME {PROD}")
     assert lines[0] == f"1/1 servers answer {PROD}"
+    assert not outcome.changed  # agreed at the first look and settle 0: nothing to wait for
     assert outcome.after == {f"ns1.example.test. ({dns_lab.primary.address})": PROD}
 
 
