@@ -2,7 +2,8 @@
 
     CRITICAL  the monitor has never completed a cycle, or not within 3 intervals
               (it is dead, hung or cannot run), or the state is `aborted` (needs `reset`)
-    WARNING   the failover is engaged (the standby serves users), or maintenance mode is on
+    WARNING   the failover is engaged (the standby serves users), or maintenance mode is on,
+              or an engage/restore is in progress (no cycles run meanwhile)
     OK        otherwise
     UNKNOWN   the policy or the state file cannot be read, or anything unexpected
 
@@ -26,8 +27,15 @@ LABELS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"
 STALE_INTERVALS = 3
 
 
-def evaluate(policy: Policy, state: EngineState, paused: bool, now: datetime) -> tuple[int, str]:
-    """(Nagios code, one line with perfdata) for the engine's state at `now`."""
+def evaluate(policy: Policy, state: EngineState, paused: bool, now: datetime,
+             holder: str | None = None) -> tuple[int, str]:
+    """(Nagios code, one line with perfdata) for the engine's state at `now`.
+
+    `holder` is who holds the engine lock. An engage or restore runs inside the monitor's
+    loop, so no cycle completes while it does (a restore's wait_dns takes hours): while
+    the state is engaging/restoring and the lock is held, a stale cycle is WARNING, not
+    CRITICAL. Without a holder the run was cut short and nothing resumes it: CRITICAL.
+    """
     interval = policy.monitor.interval
     limit = STALE_INTERVALS * interval
     try:
@@ -40,6 +48,13 @@ def evaluate(policy: Policy, state: EngineState, paused: bool, now: datetime) ->
     if state.state == "aborted":
         code = CRITICAL
         text = f"aborted: {state.aborted_reason or 'no reason recorded'}; fix it, then `reset`"
+    elif state.state in ("engaging", "restoring") and holder and (age is None or age > limit):
+        run = state.run if isinstance(state.run, dict) else {}
+        done = len(run.get("steps") or {})
+        code = WARNING
+        phase = {"engaging": "engage", "restoring": "restore"}[state.state]
+        text = (f"{phase} in progress since {run.get('started') or state.since} "
+                f"({done} steps done; {holder})")
     elif age is None:
         code, text = CRITICAL, "the monitor has never completed a probe cycle (is it running?)"
     elif age > limit:
@@ -70,7 +85,8 @@ def main(args: argparse.Namespace) -> int:
         policy = load(args)
         state = StateStore(policy.state_dir).load()
         paused = (policy.state_dir / "paused").exists()
-        code, line = evaluate(policy, state, paused, utcnow())
+        holder = StateStore(policy.state_dir).holder()
+        code, line = evaluate(policy, state, paused, utcnow(), holder)
     except FailoverError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"ENGINE UNKNOWN - {first}")

@@ -78,6 +78,19 @@ def test_critical_when_stale_never_or_aborted(policy, capsys, fields, words):
     assert code == 2 and line.startswith("ENGINE CRITICAL - ") and words in line
 
 
+def test_a_long_restore_holding_the_lock_is_a_warning(policy, capsys):
+    run = {"phase": "restore", "started": ago(hours=2), "steps": {"0": {}, "1": {}},
+           "progress": {}}
+    save(policy, state="restoring", last_cycle=ago(hours=2), run=run)
+    store = StateStore(policy.state_dir)
+    with store.hold("run"):
+        code, line = check(capsys)
+    assert code == 1
+    assert f"restore in progress since {ago(hours=2)} (2 steps done; pid " in line
+    code, line = check(capsys)  # nobody holds the lock: the restore died half-way
+    assert code == 2 and "no probe cycle for 2h" in line
+
+
 def test_exactly_three_intervals_is_not_yet_stale(policy, capsys):
     save(policy, last_cycle=ago(minutes=30))
     assert check(capsys)[0] == 0
