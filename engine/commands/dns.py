@@ -154,11 +154,18 @@ def show_alias(alias: Alias, out: list[str]) -> bool:
         else:
             text = answer
         out.append(f"  {_label(server, alias, names):<{width}}  {text}")
-    values = {a.values if isinstance(a, Answer) else None for a in answers.values()}
-    agree = None not in values and len(values) == 1
-    out.append(f"all {len(servers)} servers agree" if agree else
-               f"servers disagree: {len(values)} different answers from {len(servers)} servers")
-    return agree
+    values = {a.values for a in answers.values() if isinstance(a, Answer)}
+    silent = sum(1 for a in answers.values() if not isinstance(a, Answer))
+    if silent:
+        out.append(f"{silent} of {len(servers)} servers did not answer"
+                   + (f"; the others give {len(values)} different answers" if len(values) > 1
+                      else ""))
+    elif len(values) > 1:
+        out.append(f"servers disagree: {len(values)} different answers from {len(servers)} "
+                   "servers")
+    else:
+        out.append(f"all {len(servers)} servers agree")
+    return not silent and len(values) == 1
 
 
 def _same(a: Server, b: Server) -> bool:

@@ -391,3 +391,13 @@ def test_dns_show_finds_servers_from_the_zones_ns_records(dns_lab: DnsLab, tmp_p
     code, lines = dns_show(write_policy(tmp_path, dns_lab, wait_servers=False), capsys)
     assert code == 0
     assert lines[-1] == "all 1 servers agree"
+
+
+def test_dns_show_names_a_server_that_does_not_answer(dns_lab: DnsLab, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    policy = write_policy(tmp_path, dns_lab)
+    dns_lab.secondary.stop()
+    code, lines = dns_show(policy, capsys)
+    assert code == 1
+    assert f"{dns_lab.secondary.address}" in lines[2] and "connection refused" in lines[2]
+    assert lines[-1] == "1 of 2 servers did not answer"
