@@ -1,0 +1,182 @@
+"""engage: an engage of a loopback policy in-process, against a bare script doing the same.
+
+Ours: `engine.service.Engine(policy).engage(manual=True)` on a policy whose engage is
+notify (to an aiosmtpd sink) → check_dump_age → disable_cron → nsupdate (a loopback
+`named`, TSIG, prerequisite) → lock, timed from the call to the moment the lock step's
+apply() returned (the lock is on disk). Everything the engine adds is inside: the
+transition mail, the spool-first notify, the journal written after every step, the
+audit lines, the fsyncs, the read-before and read-back of nsupdate.
+
+Baseline: the same five operations written directly in one function: smtplib sends one
+message, the status log's last line is parsed and its age checked, the cron file is
+renamed into a parked dir, one TSIG-signed update with a prerequisite goes over TCP
+with dnspython, and the lock file is written. Goal: ≤ 1.3×.
+
+Between two runs the world is put back untimed: cron file back, DNS record back to
+production, a fresh state dir (so no lock, no journal, no parked file).
+"""
+from __future__ import annotations
+
+import os
+import smtplib
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+
+from bench.common import Bench, Result, alternate, ratio_result
+from bench.world import NAME as RECORD
+from bench.world import PRODUCTION, STANDBY, ZONE, LoopbackWorld
+
+NAME = "engage"
+
+
+class Ours:
+    """One engage through the engine, timed from the call to the lock written."""
+
+    def __init__(self, world: LoopbackWorld, policy_path: Path, work: Path, *,
+                 transition_mail: bool = True, fsync: bool = True) -> None:
+        self.world = world
+        self.transition_mail = transition_mail
+        self.fsync = fsync
+        self.policy_path = policy_path
+        self.work = work
+        self.lock_written: float | None = None
+        self.count = 0
+        self.tag = f"{int(transition_mail)}{int(fsync)}"
+        _watch_lock(self)
+
+    def __call__(self) -> float:
+        from engine.policy import load_policy
+        from engine.service import Engine
+
+        self.count += 1
+        state = self.work / f"state-{self.tag}-{self.count}"
+        self.world.reset()
+        policy = load_policy(self.policy_path, state_dir=state)
+        engine = Engine(policy, send_mail=self.transition_mail)
+        self.lock_written = None
+        real_fsync = os.fsync
+        if not self.fsync:  # a what-if: how much of the engage is fsync
+            os.fsync = lambda fd: None
+        try:
+            start = time.perf_counter()
+            report = engine.engage(manual=True)
+        finally:
+            os.fsync = real_fsync
+        if not report.ok or self.lock_written is None:
+            failed = report.failed.summary if report.failed else "no lock written"
+            raise RuntimeError(f"engage failed: {failed}")
+        if self.world.record() != STANDBY:
+            raise RuntimeError(f"engage left {RECORD} at {self.world.record()}")
+        return self.lock_written - start
+
+
+_WATCHERS: list[Ours] = []
+
+
+def _watch_lock(ours: Ours) -> None:
+    """Wrap Lock.apply once: whoever is running notes the moment the lock is on disk."""
+    import actions.lock
+
+    _WATCHERS.append(ours)
+    if len(_WATCHERS) > 1:
+        return
+    original = actions.lock.Lock.apply
+
+    def apply(lock_self, ctx):  # type: ignore[no-untyped-def]
+        outcome = original(lock_self, ctx)
+        now = time.perf_counter()
+        for watcher in _WATCHERS:
+            watcher.lock_written = now
+        return outcome
+
+    actions.lock.Lock.apply = apply  # type: ignore[method-assign]
+
+
+class Bare:
+    """The five operations written directly, in one function."""
+
+    def __init__(self, world: LoopbackWorld, work: Path) -> None:
+        import dns.tsigkeyring
+
+        self.world = world
+        self.work = work
+        self.count = 0
+        key = world.lab.update_key
+        self.keyring = dns.tsigkeyring.from_text({key.name: (key.algorithm, key.secret)})
+
+    def __call__(self) -> float:
+        self.count += 1
+        state = self.work / f"bare-{self.count}"
+        state.mkdir(mode=0o700)
+        self.world.reset()
+        start = time.perf_counter()
+        self.engage(state)
+        elapsed = time.perf_counter() - start
+        if self.world.record() != STANDBY:
+            raise RuntimeError(f"the bare script left {RECORD} at {self.world.record()}")
+        return elapsed
+
+    def engage(self, state: Path) -> None:
+        import dns.query
+        import dns.rcode
+        import dns.update
+
+        world = self.world
+        # 1. mail the admins
+        message = EmailMessage()
+        message["From"] = "failover-engine@bench.test"
+        message["To"] = "admins@bench.test"
+        message["Subject"] = "bench"
+        message["Date"] = formatdate(localtime=False)
+        message["Message-ID"] = make_msgid()
+        message.set_content("Production failed 3 probes in a row; engaging.\n")
+        with smtplib.SMTP("127.0.0.1", world.sink.port, timeout=10) as smtp:
+            smtp.send_message(message)
+        # 2. the last import completed ok less than 7 hours ago
+        last = world.status_log.read_text().splitlines()[-1]
+        stamp, _, rest = last.partition(" ")
+        if "completed ok" not in rest:
+            raise RuntimeError("last import not ok")
+        if datetime.now(UTC) - datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S%z") > timedelta(
+                hours=7):
+            raise RuntimeError("last import too old")
+        # 3. park the cron file
+        parked = state / "parked"
+        parked.mkdir(mode=0o700)
+        os.rename(world.cron, parked / world.cron.name)
+        # 4. repoint the alias, only if it still points at production
+        update = dns.update.UpdateMessage(f"{ZONE}.", keyring=self.keyring)
+        update.present(RECORD, "CNAME", PRODUCTION)
+        update.replace(RECORD, 60, "CNAME", STANDBY)
+        reply = dns.query.tcp(update, "127.0.0.1", port=world.dns_port, timeout=5)
+        if reply.rcode() != dns.rcode.NOERROR:
+            raise RuntimeError(f"update refused: {dns.rcode.to_text(reply.rcode())}")
+        # 5. the lock
+        (state / "engage.lock").write_text(f"engaged {time.time()}\n")
+
+
+def run(bench: Bench) -> list[Result]:
+    work = Path(tempfile.mkdtemp(prefix="engage-", dir=bench.work))
+    world = LoopbackWorld(work / "world", dns=True, smtp=True).start()
+    try:
+        policy = world.write_policy(work / "world" / "bench.yaml")
+        ours, bare = Ours(world, policy, work), Bare(world, work)
+        # What-ifs, to price two proposals: no transition mail, no fsync at all.
+        no_mail = Ours(world, policy, work, transition_mail=False)
+        no_fsync = Ours(world, policy, work, fsync=False)
+        runs = bench.runs * 2
+        times = alternate([ours, bare, no_mail, bare, no_fsync, bare], runs, warmup=2)
+        mails = len(world.sink.received)
+        bench.say(f"  {ours.count + no_mail.count + no_fsync.count} engages and {bare.count} "
+                  f"bare runs; the sink received {mails} mails")
+        return [
+            ratio_result("engage.call-to-lock [s]", times[0], times[1], 1.3),
+            ratio_result("engage.what-if-no-transition-mail [s]", times[2], times[3], None),
+            ratio_result("engage.what-if-no-fsync [s]", times[4], times[5], None),
+        ]
+    finally:
+        world.stop()
