@@ -145,6 +145,8 @@ def format_findings(path: Path, findings: list[Finding]) -> list[str]:
     lines: list[str] = []
     for finding in sorted(set(findings)):
         line = f"{path}:{finding.line}:{finding.col}: {finding.where}: {finding.message}"
+        # One problem, one line, whatever odd characters the policy's keys hold.
+        line = line.replace("\r", "\\r").replace("\n", "\\n")
         if line not in lines:
             lines.append(line)
     return lines
@@ -549,6 +551,11 @@ def _first_sentence(schema: Any) -> str:
 # --- reference checks --------------------------------------------------------------------
 
 
+def _names(names: Any) -> str:
+    """A comma-separated list of names; odd ones (spaces, newlines) are quoted."""
+    return ", ".join(dotted((name,)) if isinstance(name, str) else repr(name) for name in names)
+
+
 def _mapping(value: Any) -> dict[Any, Any]:
     """`value` if it is a mapping, else {} (a wrong shape is the schema check's finding)."""
     return value if isinstance(value, dict) else {}
@@ -615,7 +622,7 @@ def reference_problems(source: Source, schemas: Schemas) -> list[Finding]:
     probes = _mapping(data.get("probes"))
     monitor = _mapping(data.get("monitor"))
     guards = monitor.get("guards") if isinstance(monitor.get("guards"), list) else []
-    defined = ", ".join(probes) or "none"
+    defined = _names(probes) or "none"
     for path, name in [(("monitor", "target"), monitor.get("target"))] + [
         (("monitor", "guards", i), g) for i, g in enumerate(guards)
     ]:
@@ -634,7 +641,7 @@ def reference_problems(source: Source, schemas: Schemas) -> list[Finding]:
             "(failures must be at most cycles)")
 
     secrets = _mapping(data.get("secrets"))
-    known = ", ".join(secrets) if secrets else "none; add it under `secrets:`"
+    known = _names(secrets) if secrets else "none; add it under `secrets:`"
 
     def check_secrets(at: tuple[Any, ...], options: Any, fragment: dict[str, Any]) -> None:
         for inner, name in _secret_refs(options, _secret_ref_paths(fragment)):

@@ -27,6 +27,7 @@ node by node, counting every node built against a budget.
 """
 from __future__ import annotations
 
+import re
 import stat
 from collections.abc import Hashable
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ MAX_DEPTH = 64
 ALIAS_BUDGET = 10_000
 
 PathKey = tuple[str | int, ...]
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 # libyaml is much faster and caps nesting depth itself; the pure-Python loader is the fallback.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # Texts that may nest deeper than this are parsed by the pure-Python loader.
@@ -83,6 +85,8 @@ def dotted(path: PathKey) -> str:
     for part in path:
         if isinstance(part, int):
             text += f"[{part}]"
+        elif not _PLAIN_KEY.match(str(part)):  # spaces, dots, newlines: quote it
+            text += f"[{str(part)!r}]"
         else:
             text += f".{part}" if text else str(part)
     return text or "(top level)"

@@ -8,6 +8,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from engine import cli
 from engine.errors import PolicyError, UsageError
@@ -301,3 +303,31 @@ def test_launcher_survives_deep_nesting_in_a_subprocess(tmp_path: Path) -> None:
     )
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and "nesting" in result.stderr
+
+
+VALID_TEXT = (CORPUS / "valid.yaml").read_text()
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_mangled_policy_gives_policy_error_lines_never_a_crash(
+    tmp_path: Path, data: st.DataObject
+) -> None:
+    # Cut, insert or replace a few characters of a valid policy: whatever comes out,
+    # load_policy either builds a Policy or raises PolicyError with one-line problems.
+    text = VALID_TEXT
+    for _ in range(data.draw(st.integers(1, 4))):
+        start = data.draw(st.integers(0, len(text)))
+        end = data.draw(st.integers(start, min(len(text), start + 8)))
+        insert = data.draw(st.sampled_from(["", "-", ":", " ", "\n", "[", "{", "&a ", "*a",
+                                            "'", '"', "x", "10", "<<: ", "\t", "!!str "]))
+        text = text[:start] + insert + text[end:]
+    path = tmp_path / "mangled.yaml"
+    path.write_text(text)
+    try:
+        load_policy(path)
+    except PolicyError as exc:
+        assert exc.problems
+        for problem in exc.problems:
+            assert "\n" not in problem and problem.startswith(str(path))
