@@ -282,3 +282,17 @@ def test_cli_without_valid_policy_when_log_given(tmp_path: Path) -> None:
     assert done.returncode == OK, done
     done = _cli("--policy", str(bad), "check", "dump-age")
     assert done.returncode == UNKNOWN, done
+
+
+def test_cli_reads_the_log_and_record_named_by_the_policy(tmp_path: Path) -> None:
+    policy = REPO / "policies/examples/oracle.yaml"
+    done = _cli("--policy", str(policy), "check", "dump-age")
+    if not Path("/var/log/failover-engine/oracle-import.log").exists():  # not on this host
+        assert done.returncode == CRITICAL, done
+    assert "/var/log/failover-engine/oracle-import.log" in done.stdout
+    _record(tmp_path, "import", {"data_completed": _now_minus(hours=1)})
+    done = _cli("--policy", str(policy), "--state-dir", str(tmp_path), "check", "dump-age",
+                "--data-age", "--warning", "30m")
+    assert done.returncode == WARNING, done
+    assert done.stdout.startswith("DUMP-AGE WARNING: data completed 1h ago")
+    assert f"({tmp_path}/jobs/import.json)" in done.stdout
