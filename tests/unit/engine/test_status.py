@@ -154,3 +154,21 @@ def test_status_json_through_the_command_line(tmp_path):
     assert (data["policy"], data["state"], data["failures"], data["failures_to_engage"]) == (
         "demo", "suspect", 2, 3)
     assert list(data["jobs"]) == ["tick"] and list(data["probes"]) == ["production"]
+
+
+def test_a_damaged_job_record_is_reported_not_fatal(policy, capsys):
+    from engine.jobrecords import read_job_records
+
+    assert read_job_records(policy.state_dir) == {}  # no state dir at all
+    jobs = policy.state_dir / "jobs"
+    jobs.mkdir(parents=True)
+    (jobs / "import.json").write_text('{"ok": tru')  # a half-written record
+    (jobs / "archive.json").write_text("[1, 2]")
+    (jobs / "import.lock").write_text("")  # locks are not records
+    records = read_job_records(policy.state_dir)
+    assert sorted(records) == ["archive", "import"]
+    assert "not a JSON object" in records["archive"]["unreadable"]
+    assert run_status(True) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert str(jobs / "import.json") in data["jobs"]["import"]["last_error"]
+    assert data["jobs"]["import"]["ok"] is None
