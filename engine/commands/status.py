@@ -168,6 +168,8 @@ def render_text(data: dict[str, Any], now: datetime) -> str:
         lines.append(f"  {name}: last success {_ago(job['last_success'], now)}{age_text}")
         if job["ok"] is False and job["last_error"]:
             lines.append(f"    last run {job['last_run']} failed: {job['last_error']}")
+        elif job["ok"] is None and job["last_error"]:  # an unreadable record
+            lines.append(f"    {job['last_error']}")
     run, last = data["run"], data["last_run"]
     if run:
         failed = f"; stopped: {run['failed'].get('error')}" if run.get("failed") else ""
