@@ -166,7 +166,12 @@ def _crash_report() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line, run the command, turn errors into one line and an exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        if getattr(args, "command", None) == "check":
+            print(f"UNKNOWN: unrecognized arguments: {' '.join(extras)}", file=sys.stderr)
+            return 3
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
     key = _command_key(args)
     nagios = key.startswith("check ")
     from engine.logs import setup_logging
