@@ -14,7 +14,9 @@ policy file, so a policy and its files can move together::
     state_dir: state            # → <dir of the policy>/state
     secrets: {tsig: keys/tsig.key}
 
-Paths inside step and probe options stay strings as written; the actions read them.
+Paths inside step, probe and notify options stay strings; those whose schema property
+says `"x-path": true` are made absolute against the policy's directory too, the others
+are kept as written (the actions read them).
 The `state_dir` argument (the CLI's --state-dir) overrides the policy's; a relative
 override is taken relative to the current directory, as any command-line path is.
 Defaults: `monitor.hold_down` 1h, `monitor.metrics_file` <state_dir>/metrics.prom, a job's
@@ -137,7 +139,7 @@ def load_policy(path: str | Path, *, state_dir: str | Path | None = None) -> Pol
     findings = schema_problems(source, schemas) + reference_problems(source, schemas)
     if findings:
         raise PolicyError(format_findings(path, findings))
-    return build_policy(source, state_dir=state_dir)
+    return build_policy(source, state_dir=state_dir, schemas=schemas)
 
 
 def format_findings(path: Path, findings: list[Finding]) -> list[str]:
@@ -157,11 +159,13 @@ def _resolve(base: Path, value: str | Path) -> Path:
     return candidate if candidate.is_absolute() else base / candidate
 
 
-def build_policy(source: Source, *, state_dir: str | Path | None = None) -> Policy:
+def build_policy(source: Source, *, state_dir: str | Path | None = None,
+                 schemas: Schemas | None = None) -> Policy:
     """Dataclasses from a policy that has passed the schema and reference checks."""
     raw: dict[str, Any] = source.data
     path = source.path.resolve()
     base = path.parent
+    paths = _PathResolver(base, schemas or load_schemas())
     if state_dir is not None:
         state = Path(state_dir).expanduser().resolve()
     else:
@@ -185,7 +189,7 @@ def build_policy(source: Source, *, state_dir: str | Path | None = None) -> Poli
     for name, job in (raw.get("jobs") or {}).items():
         jobs[name] = JobSpec(
             name=name,
-            steps=_steps(source, ("jobs", name, "steps"), job["steps"]),
+            steps=_steps(source, ("jobs", name, "steps"), job["steps"], paths),
             work_dir=_resolve(base, job["work_dir"]) if "work_dir" in job
             else state / "work" / name,
             schedule=job.get("schedule"),
@@ -195,7 +199,8 @@ def build_policy(source: Source, *, state_dir: str | Path | None = None) -> Poli
             allow_when_engaged=job.get("allow_when_engaged", False),
         )
     probes = {
-        name: ProbeSpec(name=name, kind=kind, params=dict(params or {}))
+        name: ProbeSpec(name=name, kind=kind,
+                        params=paths.localize(dict(params or {}), f"probes/{kind}.json"))
         for name, probe in (raw.get("probes") or {}).items()
         for kind, params in probe.items()
     }
@@ -204,26 +209,28 @@ def build_policy(source: Source, *, state_dir: str | Path | None = None) -> Poli
         name=raw["name"],
         state_dir=state,
         monitor=monitor,
-        engage=_steps(source, ("engage",), raw["engage"]),
-        restore=_steps(source, ("restore",), raw["restore"]),
+        engage=_steps(source, ("engage",), raw["engage"], paths),
+        restore=_steps(source, ("restore",), raw["restore"], paths),
         secrets={name: _resolve(base, file) for name, file in (raw.get("secrets") or {}).items()},
-        notify=raw.get("notify"),
+        notify=paths.localize(raw["notify"], "notify-config.json") if "notify" in raw else None,
         probes=probes,
         jobs=jobs,
         raw=raw,
     )
 
 
-def _steps(source: Source, at: tuple[str, ...], items: list[dict[str, Any]]) -> list[Step]:
+def _steps(source: Source, at: tuple[str, ...], items: list[dict[str, Any]],
+           paths: _PathResolver) -> list[Step]:
     steps: list[Step] = []
     for index, item in enumerate(items):
         ((kind, options),) = item.items()
         options = dict(options or {})
         timeout = options.get("timeout")
+        params = {k: v for k, v in options.items() if k not in COMMON_STEP_OPTIONS}
         steps.append(
             Step(
                 kind=kind,
-                params={k: v for k, v in options.items() if k not in COMMON_STEP_OPTIONS},
+                params=paths.localize(params, f"steps/{kind}.json"),
                 timeout=parse_duration(timeout) if timeout is not None else None,
                 retries=options.get("retries", 0),
                 on_error=options.get("on_error", "continue" if kind == "notify" else "abort"),
@@ -233,6 +240,56 @@ def _steps(source: Source, at: tuple[str, ...], items: list[dict[str, Any]]) -> 
             )
         )
     return steps
+
+
+class _PathResolver:
+    """Makes relative paths in options absolute against the policy's directory, for the
+    properties whose schema says `"x-path": true` (so `client_cert: pki/client.pem` means
+    the same file whatever the engine's working directory is). Unmarked strings stay as
+    written, as do paths that are absolute or start with `~` (expanded)."""
+
+    def __init__(self, base: Path, schemas: Schemas) -> None:
+        self.base = base
+        self.schemas = schemas
+
+    def localize(self, value: Any, relative: str) -> Any:
+        document = SCHEMA_BASE + relative
+        return self._walk(value, self.schemas.by_id.get(document), document, 0)
+
+    def _walk(self, value: Any, schema: Any, base_id: str, depth: int) -> Any:
+        if not isinstance(value, dict) or not isinstance(schema, dict) or depth > 8:
+            return value
+        properties = self._properties(schema, base_id, depth)
+        result = dict(value)
+        for key, item in value.items():
+            if key not in properties:
+                continue
+            sub, sub_id = properties[key]
+            if sub.get("x-path") is True and isinstance(item, str) and item:
+                result[key] = str(_resolve(self.base, item))
+            elif isinstance(item, dict):
+                result[key] = self._walk(item, sub, sub_id, depth + 1)
+        return result
+
+    def _properties(self, schema: dict[str, Any], base_id: str,
+                    depth: int) -> dict[str, tuple[dict[str, Any], str]]:
+        """name → (its schema with a local $ref followed, that schema's document id)."""
+        found: dict[str, tuple[dict[str, Any], str]] = {}
+        if isinstance(schema.get("$ref"), str) and depth < 8:
+            target = self.schemas.pointer(base_id, schema["$ref"])
+            if target and isinstance(target[1], dict):
+                found.update(self._properties(target[1], target[0], depth + 1))
+        for name, sub in (schema.get("properties") or {}).items():
+            if not isinstance(sub, dict):
+                continue
+            sub_id = base_id
+            if isinstance(sub.get("$ref"), str) and "x-path" not in sub:
+                target = self.schemas.pointer(base_id, sub["$ref"])
+                if target and isinstance(target[1], dict):
+                    own = {k: v for k, v in sub.items() if k != "$ref"}
+                    sub, sub_id = {**target[1], **own}, target[0]
+            found[name] = (sub, sub_id)
+        return found
 
 
 # --- schema validation ------------------------------------------------------------------

@@ -15,6 +15,7 @@ from engine.errors import PolicyError
 from engine.policy import (
     SCHEMA_BASE,
     SCHEMA_DIR,
+    build_policy,
     load_policy,
     load_schemas,
     reference_problems,
@@ -238,3 +239,43 @@ def test_secret_refs_in_any_fragment_are_checked(tmp_path: Path) -> None:
         (12, "restore[0].symlink.target",
          "secret 'other' is not defined (defined secrets: tsig)")
     ]
+
+
+def test_properties_marked_x_path_are_resolved_against_the_policy_dir(tmp_path: Path) -> None:
+    schema_dir = copy_schemas(tmp_path)
+    for relative, pointer in (("probes/http.json", ("properties", "client_cert")),
+                              ("notify-config.json", ("properties", "email", "properties",
+                                                      "smtp", "properties", "ca_file")),
+                              ("steps/lock.json", ("properties", "file"))):
+        schema = load(schema_dir / relative)
+        node = schema
+        for part in pointer:
+            node = node[part]
+        node["x-path"] = True
+        (schema_dir / relative).write_text(json.dumps(schema))
+    policy_dir = tmp_path / "etc"
+    policy_dir.mkdir()
+    path = policy_dir / "p.yaml"
+    path.write_text(textwrap.dedent("""\
+        version: 1
+        name: paths
+        state_dir: state
+        notify: {email: {smtp: {host: 127.0.0.1, ca_file: pki/relay.pem}, from: a@b.c,
+                         to: [x@y.z]}}
+        probes:
+          production: {http: {url: "https://127.0.0.1/", client_cert: pki/c.pem,
+                              ca_file: pki/ca.pem}}
+        monitor: {target: production, interval: 10m, failures_to_engage: 3}
+        engage:
+          - lock: {state: present, file: run/engage.lock}
+        restore:
+          - lock: {state: absent, file: /run/engage.lock}
+        """))
+    policy = build_policy(read_yaml(path), schemas=load_schemas(schema_dir))
+    params = policy.probes["production"].params
+    assert params["client_cert"] == str(policy_dir / "pki" / "c.pem")
+    assert params["ca_file"] == "pki/ca.pem"  # not marked: kept as written
+    assert policy.notify["email"]["smtp"]["ca_file"] == str(policy_dir / "pki" / "relay.pem")
+    assert policy.engage[0].params["file"] == str(policy_dir / "run" / "engage.lock")
+    assert policy.restore[0].params["file"] == "/run/engage.lock"
+    assert policy.raw["engage"][0]["lock"]["file"] == "run/engage.lock"  # raw stays as written
