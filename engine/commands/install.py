@@ -61,13 +61,18 @@ def sha256(text: str) -> str:
 
 
 def engine_executable() -> Path:
-    """The absolute path cron and systemd must run: this very `failover-engine`."""
+    """The absolute path cron and systemd must run: this very `failover-engine`.
+
+    The console script beside the running interpreter comes first: it runs with this
+    interpreter and its dependencies, where a checkout's `bin/failover-engine` would run
+    with whatever `python3` is first on cron's PATH.
+    """
+    beside = Path(sys.executable).parent / "failover-engine"
+    if os.access(beside, os.X_OK):
+        return beside
     argv0 = Path(sys.argv[0])
     if argv0.name == "failover-engine" and os.access(argv0, os.X_OK):
         return argv0.absolute()
-    beside = Path(sys.executable).parent / "failover-engine"  # the venv's console script
-    if os.access(beside, os.X_OK):
-        return beside
     found = shutil.which("failover-engine")
     return Path(found).absolute() if found else _CHECKOUT_BIN
 
@@ -146,6 +151,8 @@ def print_plan(changes: list[Change]) -> None:
         if change.new is not None:
             print(f"--- content of {change.target} ---")
             print(change.new, end="" if change.new.endswith("\n") else "\n")
+        if change.action == "create":  # a diff against nothing would repeat the content
+            continue
         diff = _diff(change)
         if diff:
             print(f"--- diff against {change.real} ---")
