@@ -84,3 +84,10 @@ def test_check_makes_it_idempotent(tmp_path: Path) -> None:
 def test_missing_check_program_is_a_problem(tmp_path: Path) -> None:
     plan = Command({"argv": [PY, "-V"], "check": ["no-such-check-xyz"]}).plan(_ctx(tmp_path))
     assert "no-such-check-xyz" in (plan.problem or "")
+
+
+def test_numbers_in_argv_and_env_are_passed_as_text(tmp_path: Path) -> None:
+    script = "import os, sys; sys.exit(int(sys.argv[1]) + int(os.environ['EXTRA']))"
+    outcome = Command({"argv": [PY, "-c", script, 3], "env": {"EXTRA": 4},
+                       "expect_exit": [7]}).apply(_ctx(tmp_path))
+    assert outcome.after == "exit 7"
