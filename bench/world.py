@@ -9,8 +9,11 @@ between two engages: cron file back, DNS record back, lock and state removed.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,10 +29,14 @@ STANDBY = f"standby.{ZONE}."
 class LoopbackWorld:
     """The servers and files one benchmark needs; `stop()` stops everything it started."""
 
-    def __init__(self, directory: Path, *, dns: bool = True, smtp: bool = True) -> None:
+    def __init__(self, directory: Path, *, dns: bool = True, smtp: bool = True,
+                 https_in_child: bool = False) -> None:
         self.directory = directory
         self.with_dns = dns
         self.with_smtp = smtp
+        # A monitor measured in this process must not share its GIL with the servers.
+        self.https_in_child = https_in_child
+        self.child: subprocess.Popen | None = None
         self.pki: Any = None
         self.production: Any = None
         self.guard: Any = None
@@ -47,10 +54,13 @@ class LoopbackWorld:
         self.directory.mkdir(parents=True, exist_ok=True)
         try:
             self.pki = make_pki(self.directory / "pki")
-            self.production = HttpsServer(cert=self.pki.server.cert, key=self.pki.server.key,
-                                          client_ca=self.pki.ca.cert,
-                                          routes={"/health": (200, "OK")}).start()
-            self.guard = HttpsServer(cert=None, key=None, routes={"/": (200, "OK")}).start()
+            if self.https_in_child:
+                self._start_child()
+            else:
+                self.production = HttpsServer(cert=self.pki.server.cert, key=self.pki.server.key,
+                                              client_ca=self.pki.ca.cert,
+                                              routes={"/health": (200, "OK")}).start()
+                self.guard = HttpsServer(cert=None, key=None, routes={"/": (200, "OK")}).start()
             if self.with_smtp:
                 from engine.drillkit.smtp import SmtpSink
 
@@ -63,6 +73,11 @@ class LoopbackWorld:
                 self.tsig.parent.mkdir(mode=0o700, exist_ok=True)
                 shutil.copy(self.lab.update_key_file, self.tsig)
                 self.tsig.chmod(0o600)
+            else:  # a real key file, for the host checks; no server will see it
+                from engine.drillkit.named import TsigSecret
+
+                self.tsig.parent.mkdir(mode=0o700, exist_ok=True)
+                TsigSecret("update-key").write(self.tsig)
         except BaseException:
             self.stop()
             raise
@@ -73,7 +88,27 @@ class LoopbackWorld:
             if server is not None:
                 with contextlib.suppress(Exception):
                     server.stop()
+        if self.child is not None:
+            child, self.child = self.child, None
+            with contextlib.suppress(Exception):
+                child.stdin.close()  # type: ignore[union-attr]
+                child.wait(timeout=10)
+            if child.poll() is None:
+                child.kill()
+                child.wait()
 
+    def _start_child(self) -> None:
+        pki = self.pki
+        self.child = subprocess.Popen(
+            [sys.executable, "-m", "bench.world", str(pki.server.cert), str(pki.server.key),
+             str(pki.ca.cert)], cwd=Path(__file__).resolve().parent.parent,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = self.child.stdout.readline()  # type: ignore[union-attr]
+        if not line:
+            raise RuntimeError("the HTTPS server process did not start")
+        ports = json.loads(line)
+        self.production = _Remote("https", ports["production"])
+        self.guard = _Remote("http", ports["guard"])
     @property
     def dns_port(self) -> int:
         return int(self.lab.primary.port) if self.lab is not None else 53
@@ -162,3 +197,33 @@ class LoopbackWorld:
         self.write_inputs()
         if self.lab is not None and self.record() != PRODUCTION:
             self.set_record(PRODUCTION)
+
+
+class _Remote:
+    """A server running in the child process: only its address is known here."""
+
+    def __init__(self, scheme: str, port: int) -> None:
+        self.scheme, self.port = scheme, port
+
+    def url(self, path: str = "/") -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
+
+    def stop(self) -> None:
+        """Stopped with the child process."""
+
+
+def _serve(cert: str, key: str, client_ca: str) -> None:
+    """The child: production and guard until stdin closes; their ports as one JSON line."""
+    from engine.drillkit.https import HttpsServer
+
+    production = HttpsServer(cert=cert, key=key, client_ca=client_ca,
+                             routes={"/health": (200, "OK")}).start()
+    guard = HttpsServer(cert=None, key=None, routes={"/": (200, "OK")}).start()
+    print(json.dumps({"production": production.port, "guard": guard.port}), flush=True)
+    sys.stdin.read()
+    production.stop()
+    guard.stop()
+
+
+if __name__ == "__main__":
+    _serve(*sys.argv[1:4])
