@@ -3,6 +3,7 @@
     sink = SmtpSink().start()        # listening on sink.port (chosen at the first start)
     ... send mail to 127.0.0.1:sink.port ...
     sink.messages[0]["Subject"]      # email.message.EmailMessage objects
+    sink.wait_for(2, timeout=10)     # True once two messages have arrived
     sink.stop(); sink.start()        # a relay outage, then back on the same port
 
 Optional STARTTLS (`tls_cert`/`tls_key`) and AUTH (`credentials=("user", "password")`,
@@ -53,6 +54,7 @@ class _Handler:
             self.sink._received.append(
                 Received(envelope.mail_from, list(envelope.rcpt_tos), message, raw, login)
             )
+            self.sink._lock.notify_all()
         return "250 2.0.0 OK: queued in the drill sink"
 
 
@@ -81,7 +83,7 @@ class SmtpSink:
             self._tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             self._tls.load_cert_chain(str(tls_cert), str(tls_key) if tls_key else None)
         self._received: list[Received] = []
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._controller: Controller | None = None
 
     def _authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str,
@@ -132,6 +134,15 @@ class SmtpSink:
         controller, self._controller = self._controller, None
         if controller is not None:
             controller.stop()
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> bool:
+        """Block until at least `count` messages arrived (True) or `timeout` passed (False).
+
+        Mail sent on a state change may arrive just after the state file says so: tests
+        wait for it rather than read `messages` at once.
+        """
+        with self._lock:
+            return self._lock.wait_for(lambda: len(self._received) >= count, timeout)
 
     def clear(self) -> None:
         with self._lock:

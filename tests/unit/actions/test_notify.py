@@ -244,3 +244,10 @@ def test_long_subject_arrives_intact(tmp_path: Path, smtp_sink: SmtpSink) -> Non
     smtp_sink.start()
     assert flush_spool(_config(smtp_sink), tmp_path / "spool", lambda n: tmp_path / n) == 1
     assert smtp_sink.messages[0]["Subject"] == subject
+
+
+def test_sink_wait_for(tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    assert not smtp_sink.wait_for(1, timeout=0.05)
+    send_mail(_config(smtp_sink), "s", "b", spool_dir=tmp_path / "spool",
+              secret=lambda n: tmp_path / n)
+    assert smtp_sink.wait_for(1, timeout=5)
