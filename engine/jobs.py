@@ -26,7 +26,7 @@ from typing import Any
 from engine.errors import FailoverError, UsageError
 from engine.fsutil import atomic_write, ensure_private_dir
 from engine.policy import JobSpec, Policy
-from engine.runner import RunReport, Runner
+from engine.runner import Runner, RunReport
 from engine.state import StateStore, isotime
 
 log = logging.getLogger("failover_engine.job")
@@ -148,6 +148,7 @@ def _end(policy: Policy, job: JobSpec, result: JobResult, duration: float) -> Jo
     atomic_write(path, json.dumps(record, indent=2, sort_keys=True) + "\n", mode=0o644)
     if job.status_log is not None:
         write_outcome(job.status_log, result.ok, result.reason)
+    _refresh_metrics(policy)
     if result.ok:
         log.info("job %s: completed ok (%.1fs)", job.name, duration)
     else:
@@ -155,6 +156,15 @@ def _end(policy: Policy, job: JobSpec, result: JobResult, duration: float) -> Jo
         if job.notify_on_failure:
             _mail_failure(policy, job, result)
     return result
+
+
+def _refresh_metrics(policy: Policy) -> None:
+    from engine.metrics import refresh_metrics
+
+    try:
+        refresh_metrics(policy)
+    except (OSError, FailoverError) as exc:
+        log.warning("metrics file not written: %s", exc)
 
 
 def _mail_failure(policy: Policy, job: JobSpec, result: JobResult) -> None:
