@@ -27,6 +27,7 @@ from actions import registry
 from actions.base import ProbeResult
 from engine.durations import parse_duration
 from engine.errors import FailoverError
+from engine.logs import event
 from engine.policy import Policy
 from engine.service import Engine, paused_flag
 from engine.state import isotime, parse_isotime, utcnow
@@ -122,8 +123,6 @@ class Monitor:
         state = record.state
         if state in ("watching", "suspect"):
             if verdict is Cycle.FAILED:
-                if state == "watching":
-                    log.info("%s", line)
                 engine.lifecycle.fire("probe_failed")
             elif verdict is Cycle.OK and state == "suspect":
                 engine.lifecycle.fire("probe_ok")
@@ -165,18 +164,12 @@ class Monitor:
                              f"the engine is still {record.state} since {record.since}")
 
     def _write_metrics(self) -> None:
+        from engine.metrics import refresh_metrics
+
         try:
-            from engine.jobrecords import read_job_records
-            from engine.metrics import render_metrics, write_metrics
-        except ImportError:  # metrics arrive with the operations work
-            return
-        path = self.policy.monitor.metrics_file or self.policy.state_dir / "metrics.prom"
-        try:
-            text = render_metrics(self.policy, self.engine.record,
-                                  read_job_records(self.policy.state_dir), utcnow())
-            write_metrics(path, text)
+            refresh_metrics(self.policy, self.engine.record)
         except (OSError, FailoverError) as exc:
-            log.warning("metrics file %s not written: %s", path, exc)
+            log.warning("metrics file not written: %s", exc)
 
     # -- between cycles ---------------------------------------------------------------
     def handle_requests(self) -> None:
@@ -237,7 +230,9 @@ class Monitor:
             if stop.is_set():
                 break
             line = self.cycle()
-            log.info("%s", line)
+            record = self.engine.record
+            event(log, "probe.cycle", line, state=record.state, failures=record.failures,
+                  probes={n: p["ok"] for n, p in record.last_probes.items()})
             done += 1
             if max_cycles is not None and done >= max_cycles:
                 break

@@ -27,6 +27,7 @@ from actions import registry
 from actions.base import Context, Outcome, Plan
 from engine.errors import FailoverError, StepError
 from engine.fsutil import append_line
+from engine.logs import event
 from engine.policy import Policy, Step
 from engine.state import EngineState, StateStore, isotime
 
@@ -245,13 +246,16 @@ class Runner:
         started = time.monotonic()
         action = registry.build_step(step.kind, step.params)
         attempts = 1 + step.retries
-        log.info("%s step %d %s: starting", phase, index + 1, step.name)
+        event(log, "step.start", f"{phase} step {index + 1} {step.name}: starting",
+              phase=phase, step=index + 1, kind=step.kind)
         for attempt in range(1, attempts + 1):
             try:
                 plan = action.plan(ctx)
                 if plan.done:
                     summary = f"already done: {plan.summary}"
-                    log.info("%s step %d %s: %s", phase, index + 1, step.name, summary)
+                    event(log, "step.finish", f"{phase} step {index + 1} {step.name}: {summary}",
+                          phase=phase, step=index + 1, kind=step.kind, status="already",
+                          duration=round(time.monotonic() - started, 3))
                     return StepReport(index, step, "already", summary,
                                       time.monotonic() - started, plan)
                 outcome = self._apply_with_timeout(action, ctx, step)
@@ -267,14 +271,18 @@ class Runner:
                 status = "done" if outcome.changed else "already"
                 self._audit(phase, index, step, "changed" if outcome.changed else "already done",
                             outcome.summary, outcome.before, outcome.after)
-                log.info("%s step %d %s: %s (%.1fs)", phase, index + 1, step.name,
-                         outcome.summary, duration)
+                event(log, "step.finish",
+                      f"{phase} step {index + 1} {step.name}: {outcome.summary} ({duration:.1f}s)",
+                      phase=phase, step=index + 1, kind=step.kind, status=status,
+                      duration=round(duration, 3))
                 return StepReport(index, step, status, outcome.summary, duration,
                                   Plan(outcome.summary, outcome.before, outcome.after))
             if retryable and attempt < attempts and not self.stop.is_set():
                 delay = backoff(attempt)
-                log.warning("%s step %d %s: attempt %d/%d failed: %s; retrying in %.0fs",
-                            phase, index + 1, step.name, attempt, attempts, error, delay)
+                event(log, "step.retry", f"{phase} step {index + 1} {step.name}: attempt "
+                      f"{attempt}/{attempts} failed: {error}; retrying in {delay:.0f}s",
+                      level=logging.WARNING, phase=phase, step=index + 1, kind=step.kind,
+                      attempt=attempt, delay=delay)
                 self._sleep(delay)
                 ctx.deadline = time.monotonic() + step.timeout if step.timeout else None
                 continue
@@ -285,7 +293,9 @@ class Runner:
             log.warning("%s step %d %s failed, continuing (on_error: continue): %s",
                         phase, index + 1, step.name, error)
             return StepReport(index, step, "continued", f"failed, continued: {error}", duration)
-        log.error("%s step %d %s failed: %s", phase, index + 1, step.name, error)
+        event(log, "step.failed", f"{phase} step {index + 1} {step.name} failed: {error}",
+              level=logging.ERROR, phase=phase, step=index + 1, kind=step.kind,
+              duration=round(duration, 3))
         return StepReport(index, step, "failed", error, duration)
 
     def _apply_with_timeout(self, action: Any, ctx: Context, step: Step) -> Outcome:

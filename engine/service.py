@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from engine.errors import FailoverError
+from engine.logs import event
 from engine.machine import Lifecycle
 from engine.policy import Policy
 from engine.runner import Runner, RunReport
@@ -52,7 +53,8 @@ class Engine:
         self.store.save(self.record)
 
     def _on_change(self, source: str, dest: str, trigger: str) -> None:
-        log.info("state %s → %s (%s)", source, dest, trigger)
+        event(log, "state.changed", f"state {source} → {dest} ({trigger})",
+              source=source, dest=dest, trigger=trigger)
         self.save()
         text = _MAILS.get((source, dest)) or _MAILS.get(("*", dest))
         if text:
