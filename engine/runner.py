@@ -180,6 +180,8 @@ class Runner:
                             "resumes it here", phase, index + 1, step.name)
                 return report
             progress = journal["progress"].setdefault(key, {}) if journal is not None else {}
+            if self.record is not None:
+                progress["engine_state"] = self.record.state  # notify mails say which state
             ctx = self._context(phase, index, step, progress, dry_run, work_dir, input_file)
             result = (self._plan_only(index, step, ctx) if dry_run
                       else self._execute(phase, index, step, ctx))

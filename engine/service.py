@@ -64,7 +64,7 @@ class Engine:
         """Mail the admins (if the policy has a notify block); failures are spooled, not raised."""
         if not self.send_mail or not self.policy.notify:
             return
-        from actions.notify import flush_spool, send_mail
+        from actions.notify import send_mail
 
         subject = f"[{self.policy.name}] {subject_state}: {text}"
         body = "\n".join([
@@ -80,7 +80,7 @@ class Engine:
         ])
         spool = self.policy.state_dir / "spool"
         try:
-            flush_spool(self.policy.notify, spool, self.runner.secret)
+            # send_mail flushes older spooled mail first, and spools this one if it cannot go.
             send_mail(self.policy.notify, subject, body, spool_dir=spool, secret=self.runner.secret)
         except FailoverError as exc:
             log.warning("mail not sent (spooled for the next transition): %s", exc)

@@ -52,9 +52,9 @@ def _audit(event: str, args: tuple) -> None:
             isinstance(flags, int) and flags & _WRITE_FLAGS
         )
         target = path if writing else None
-    elif event in {"os.remove", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.symlink"}:
+    elif event in {"os.remove", "os.rmdir", "os.mkdir", "os.chmod", "os.chown"}:
         target = args[0]
-    elif event in {"os.rename", "shutil.move", "shutil.copyfile"}:
+    elif event in {"os.rename", "os.symlink", "shutil.move", "shutil.copyfile"}:
         target = args[1]
     if target is not None and _outside_allowed(target):
         raise PermissionError(f"test tried to write outside its temp dirs: {target} ({event})")

@@ -110,6 +110,7 @@ def test_run_engages_after_threshold_and_restores_through_the_monitor(tmp_path, 
         wait_until(lambda: state_of(tmp_path).get("state") == "engaged", what="the engage")
         assert (tmp_path / "state" / "engage.lock").exists()
         assert not (tmp_path / "cron.d" / "refresh").exists()
+        smtp_sink.wait_for(3)
         subjects = [m["Subject"] for m in smtp_sink.messages]
         assert any("engaging" in s for s in subjects) and any("engaged" in s for s in subjects)
         assert any("engaging on purpose" in m.get_content() for m in smtp_sink.messages)
@@ -159,7 +160,7 @@ def test_engage_now_and_restore_without_a_monitor(tmp_path, prod, smtp_sink):
 def test_engage_stops_at_a_failing_step_and_reset_needs_an_operator(tmp_path, prod, smtp_sink):
     policy = write_policy(tmp_path, prod, smtp_sink, engage="""\
       - disable_cron: {file: cron.d/refresh}
-      - command: {argv: [false]}
+      - command: {argv: ["false"]}
       - lock: {state: present}
     """)
     engage = cli(policy, "engage", "--now")
