@@ -37,7 +37,8 @@ WEAK = {
     "hmac-sha224": dns.tsig.HMAC_SHA224,
 }
 
-_COMMENTS = re.compile(r"/\*.*?\*/|//[^\n]*|#[^\n]*", re.S)
+# Quoted strings come first so that a base64 secret holding "//" is not taken for a comment.
+_COMMENTS = re.compile(r'"[^"]*"|/\*.*?\*/|//[^\n]*|#[^\n]*', re.S)
 _KEY = re.compile(r'\bkey\s+"?([^"\s{]+)"?\s*\{(.*?)\}\s*;', re.S)
 _ALGORITHM = re.compile(r"\balgorithm\s+\"?([A-Za-z0-9.-]+)\"?\s*;")
 _SECRET = re.compile(r'\bsecret\s+"([^"]*)"\s*;')
@@ -55,6 +56,10 @@ class KeyFile:
         return f"KeyFile(name={self.name!r}, algorithm={self.algorithm!r}, secret=<hidden>)"
 
 
+def _keep_strings(match: re.Match[str]) -> str:
+    return match.group(0) if match.group(0).startswith('"') else " "
+
+
 def parse_key_file(path: str | Path) -> KeyFile:
     """Parse the one `key` clause of a BIND key file; raise StepError naming the file."""
     path = Path(path)
@@ -64,7 +69,7 @@ def parse_key_file(path: str | Path) -> KeyFile:
         raise StepError(f"TSIG key file {path}: cannot read it ({exc.strerror})") from None
     except UnicodeDecodeError:
         raise StepError(f"TSIG key file {path}: not a text file; use tsig-keygen") from None
-    clauses = _KEY.findall(_COMMENTS.sub("", text))
+    clauses = _KEY.findall(_COMMENTS.sub(_keep_strings, text))
     if len(clauses) != 1:
         found = "no key clause" if not clauses else f"{len(clauses)} key clauses"
         raise StepError(

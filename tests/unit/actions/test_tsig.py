@@ -106,3 +106,12 @@ def test_a_missing_file_is_one_clear_line(tmp_path: Path) -> None:
 def test_repr_hides_the_secret(tmp_path: Path) -> None:
     parsed = tsig.parse_key_file(write(tmp_path / "k", key_text()))
     assert SECRET not in repr(parsed) and "hidden" in repr(parsed)
+
+
+def test_a_secret_holding_slashes_is_not_a_comment(tmp_path: Path) -> None:
+    # base64 secrets may contain "//" (and "/*" can never appear in them, nor "#")
+    secret = base64.b64encode(b"\xff\xff\xff" * 11).decode()
+    assert "//" in secret
+    text = f'key "k" {{ algorithm hmac-sha256; secret "{secret}"; }}; // trailing /* note */'
+    key = tsig.load_key(write(tmp_path / "k", text))
+    assert key.secret == b"\xff\xff\xff" * 11
