@@ -63,6 +63,31 @@ def change_behind_the_back(lab: DnsLab, value: str) -> None:
     assert dns.query.tcp(update, LOOPBACK, port=lab.primary.port, timeout=5).rcode() == 0
 
 
+# -- server forms (no server needed) ----------------------------------------------------------
+@pytest.mark.parametrize(("text", "port", "host", "expected_port", "shown"), [
+    ("ns.muni.cz", None, "ns.muni.cz", 53, "ns.muni.cz"),
+    ("127.0.0.1:5353", None, "127.0.0.1", 5353, "127.0.0.1:5353"),
+    ("127.0.0.1", 5300, "127.0.0.1", 5300, "127.0.0.1:5300"),
+    ("127.0.0.1:5353", 5300, "127.0.0.1", 5353, "127.0.0.1:5353"),  # written port wins
+    ("2001:db8::53", None, "2001:db8::53", 53, "[2001:db8::53]"),
+    ("[2001:db8::53]:5353", None, "2001:db8::53", 5353, "[2001:db8::53]:5353"),
+])
+def test_server_forms(text: str, port: int | None, host: str, expected_port: int,
+                      shown: str) -> None:
+    from actions.nsupdate import parse_server
+
+    server = parse_server(text, port)
+    assert (server.host, server.port, str(server)) == (host, expected_port, shown)
+
+
+@pytest.mark.parametrize("text", ["127.0.0.1:99999", "ns.example:dns", ":53"])
+def test_bad_server_forms_are_one_line(text: str) -> None:
+    from actions.nsupdate import parse_server
+
+    with pytest.raises(StepError, match=rf"^server {text!r}: "):
+        parse_server(text)
+
+
 # -- the happy path -------------------------------------------------------------------------
 def test_switch_is_seen_by_a_plain_query_and_reaches_the_secondary(dns_lab: DnsLab,
                                                                     tmp_path: Path) -> None:
