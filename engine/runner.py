@@ -246,12 +246,13 @@ class Runner:
 
     def _execute(self, phase: str, index: int, step: Step, ctx: Context) -> StepReport:
         started = time.monotonic()
-        action = registry.build_step(step.kind, step.params)
         attempts = 1 + step.retries
         event(log, "step.start", f"{phase} step {index + 1} {step.name}: starting",
               phase=phase, step=index + 1, kind=step.kind)
         for attempt in range(1, attempts + 1):
             try:
+                # Built inside the try: constructors reject values the schema cannot catch.
+                action = registry.build_step(step.kind, step.params)
                 plan = action.plan(ctx)
                 if plan.done:
                     summary = f"already done: {plan.summary}"
