@@ -247,12 +247,14 @@ class Runner:
     def _execute(self, phase: str, index: int, step: Step, ctx: Context) -> StepReport:
         started = time.monotonic()
         attempts = 1 + step.retries
+        try:
+            action = registry.build_step(step.kind, step.params)
+        except (FailoverError, ValueError) as exc:  # values the schema cannot catch
+            return self._failed(phase, index, step, f"invalid options: {exc}", started)
         event(log, "step.start", f"{phase} step {index + 1} {step.name}: starting",
               phase=phase, step=index + 1, kind=step.kind)
         for attempt in range(1, attempts + 1):
             try:
-                # Built inside the try: constructors reject values the schema cannot catch.
-                action = registry.build_step(step.kind, step.params)
                 plan = action.plan(ctx)
                 if plan.done:
                     summary = f"already done: {plan.summary}"
@@ -290,6 +292,10 @@ class Runner:
                 ctx.deadline = time.monotonic() + step.timeout if step.timeout else None
                 continue
             break
+        return self._failed(phase, index, step, error, started)
+
+    def _failed(self, phase: str, index: int, step: Step, error: str,
+                started: float) -> StepReport:
         duration = time.monotonic() - started
         self._audit(phase, index, step, "failed", error)
         if step.on_error == "continue":

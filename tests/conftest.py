@@ -1,6 +1,7 @@
 """Test-wide fixtures: tests/fixtures/*.py are plugins; no test writes outside temp dirs."""
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
@@ -71,3 +72,16 @@ def _writes_only_in_temp_dirs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     _guard["on"] = True
     yield
     _guard["on"] = False
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """Tests that call the CLI in process configure logging; undo it so no handler outlives
+    the captured stream it writes to."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
