@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import Bench, Result, percentile
+from bench.common import Bench, Result, percentile, ratio_result
 from bench.world import LoopbackWorld
 
 NAME = "drift"
@@ -78,6 +78,52 @@ def slot_offsets(starts: list[float], interval: float) -> list[float]:
     return [((s - first) % interval) for s in starts]
 
 
+def _fsyncs_per_cycle(policy: Path, state_dir: Path, cycles: int = 20) -> float:
+    """fsync calls per monitor cycle (a machine-independent figure)."""
+    import os
+
+    real = os.fsync
+    calls = [0]
+
+    def counting(fd: int) -> None:
+        calls[0] += 1
+        real(fd)
+
+    run_monitor(policy, state_dir, 2)  # the first save creates the state dir and files
+    os.fsync = counting
+    try:
+        run_monitor(policy, state_dir, cycles)
+    finally:
+        os.fsync = real
+    return calls[0] / cycles
+
+
+def _what_if_blocks(policy: Path, work: Path, block: int, pairs: int) -> Result:
+    """Cycle p50 with the metrics file written without fsync, against the shipped code.
+
+    Blocks of `block` cycles alternate (what-if, shipped, what-if, shipped …) so both
+    sides see the same machine; the ratio is the median of the per-pair ratios of the
+    blocks' median cycle durations.
+    """
+    import engine.metrics
+
+    what_if: list[float] = []
+    shipped: list[float] = []
+    for pair in range(pairs + 1):  # the first pair is a warm-up
+        original = _no_fsync_metrics()
+        try:
+            durations: list[float] = []
+            run_monitor(policy, work / f"what-if-{pair}", block, durations)
+        finally:
+            engine.metrics.write_metrics = original  # type: ignore[assignment]
+        base: list[float] = []
+        run_monitor(policy, work / f"shipped-{pair}", block, base)
+        if pair:
+            what_if.append(percentile(durations, 50) * 1000)
+            shipped.append(percentile(base, 50) * 1000)
+    return ratio_result("drift.what-if-metrics-no-fsync.cycle-p50 [ms]", what_if, shipped, None)
+
+
 def _no_fsync_metrics() -> object:
     """What-if: the metrics file replaced atomically but without fsync (a proposal)."""
     import os
@@ -106,14 +152,9 @@ def run(bench: Bench) -> list[Result]:
         run_monitor(policy, work / "warmup", 20)  # imports, TLS context, caches
         durations: list[float] = []
         starts, latencies, failed = run_monitor(policy, work / "state", cycles, durations)
-        import engine.metrics
-
-        original = _no_fsync_metrics()
-        try:
-            what_if: list[float] = []
-            what_if_starts, _, _ = run_monitor(policy, work / "what-if", cycles // 2, what_if)
-        finally:
-            engine.metrics.write_metrics = original  # type: ignore[assignment]
+        fsyncs = _fsyncs_per_cycle(policy, work / "fsyncs")
+        what_if = _what_if_blocks(policy, work, block=50 if bench.quick else 100,
+                                  pairs=bench.runs)
     finally:
         world.stop()
     mean_period, worst_lag, late = schedule_figures(starts, INTERVAL)
@@ -140,13 +181,7 @@ def run(bench: Bench) -> list[Result]:
                len(durations), None),
         Result("drift.slot-offset-p99 [ms]", percentile(offsets, 99), INTERVAL * 1000,
                percentile(offsets, 99) / (INTERVAL * 1000), None, None, len(offsets), None),
-        Result("drift.what-if-metrics-no-fsync.cycle-p50 [ms]", percentile(what_if, 50) * 1000,
-               percentile(durations, 50) * 1000, percentile(what_if, 50) / percentile(durations,
-                                                                                       50),
-               None, None, len(what_if), None),
+        what_if,
+        Result("drift.fsyncs-per-cycle [calls]", fsyncs, None, None, None, None, 20, None),
     ]
-    wi_period, _, _ = schedule_figures(what_if_starts, INTERVAL)
-    bench.say(f"  what-if metrics without fsync: cycle p50 {percentile(what_if, 50) * 1000:.2f}"
-              f" ms (now {percentile(durations, 50) * 1000:.2f} ms), mean period "
-              f"{wi_period * 1000:.2f} ms")
     return results

@@ -159,6 +159,24 @@ class Bare:
         (state / "engage.lock").write_text(f"engaged {time.time()}\n")
 
 
+def count_fsyncs(ours: Ours) -> int:
+    """fsync calls from the engage call to the lock written (a machine-independent figure)."""
+    real = os.fsync
+    calls: list[float] = []
+
+    def counting(fd: int) -> None:
+        calls.append(time.perf_counter())
+        real(fd)
+
+    os.fsync = counting
+    try:
+        ours()
+    finally:
+        os.fsync = real
+    lock = ours.lock_written or float("inf")
+    return sum(1 for moment in calls if moment <= lock)
+
+
 def run(bench: Bench) -> list[Result]:
     work = Path(tempfile.mkdtemp(prefix="engage-", dir=bench.work))
     world = LoopbackWorld(work / "world", dns=True, smtp=True).start()
@@ -173,8 +191,12 @@ def run(bench: Bench) -> list[Result]:
         mails = len(world.sink.received)
         bench.say(f"  {ours.count + no_mail.count + no_fsync.count} engages and {bare.count} "
                   f"bare runs; the sink received {mails} mails")
+        fsyncs = count_fsyncs(ours)
+        bench.say(f"  one engage makes {fsyncs} fsync calls up to the lock (the bare script: 0)")
         return [
             ratio_result("engage.call-to-lock [s]", times[0], times[1], 1.3),
+            Result("engage.fsyncs-to-lock [calls]", float(fsyncs), 0.0, None, None, None, 1,
+                   None),
             ratio_result("engage.what-if-no-transition-mail [s]", times[2], times[3], None),
             ratio_result("engage.what-if-no-fsync [s]", times[4], times[5], None),
         ]

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import LAUNCHER, PYTHON, Bench, BenchError, Result, child_env
+from bench.common import LAUNCHER, PYTHON, REPO, Bench, BenchError, Result, child_env
 from bench.world import LoopbackWorld
 
 NAME = "footprint"
@@ -65,15 +65,25 @@ def cycles(state_file: Path) -> int:
 
 
 class RunProcess:
-    """`failover-engine run` on a policy, in the background, stderr to a log file."""
+    """`failover-engine run` on a policy, in the background, stderr to a log file.
 
-    def __init__(self, policy: Path, state_dir: Path, log: Path) -> None:
+    With `tick`, the process is started through `python -c` that sets
+    `engine.monitor.TICK` first: a what-if for the idle wake-up period.
+    """
+
+    def __init__(self, policy: Path, state_dir: Path, log: Path, tick: float | None = None
+                 ) -> None:
         self.state_file = state_dir / "state.json"
         self.log = log
+        args = ["--policy", str(policy), "--state-dir", str(state_dir), "run"]
+        argv = [PYTHON, str(LAUNCHER), *args]
+        if tick is not None:
+            argv = [PYTHON, "-c", f"import sys; sys.path.insert(0, {str(REPO)!r}); "
+                    f"import engine.monitor; engine.monitor.TICK = {tick!r}; "
+                    f"from engine.cli import main; sys.exit(main({args!r}))"]
         with open(log, "wb") as err:
             self.process = subprocess.Popen(
-                [PYTHON, str(LAUNCHER), "--policy", str(policy), "--state-dir", str(state_dir),
-                 "run"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
                 env=child_env())
 
     def wait_cycles(self, count: int, timeout: float) -> tuple[float, float, float]:
@@ -100,6 +110,22 @@ class RunProcess:
                 self.process.wait()
 
 
+def idle_cpu(policy: Path, work: Path, label: str, seconds: float,
+             tick: float | None = None) -> tuple[float, float]:
+    """(CPU seconds per second, RSS MB) of a `run` idling between two cycles."""
+    idle = RunProcess(policy, work / f"state-{label}", work / f"{label}.log", tick=tick)
+    try:
+        idle.wait_cycles(1, timeout=60)
+        time.sleep(1.0)  # past the first cycle's tail
+        cpu_a, ta = thread_cpu_seconds(idle.process.pid), time.monotonic()
+        time.sleep(seconds)
+        cpu_b, tb = thread_cpu_seconds(idle.process.pid), time.monotonic()
+        rss = rss_mb(idle.process.pid)
+    finally:
+        idle.stop()
+    return (cpu_b - cpu_a) / (tb - ta), rss
+
+
 def run(bench: Bench) -> list[Result]:
     first, second = (300, 600) if bench.quick else (1000, 2000)
     idle_seconds = 5.0 if bench.quick else 20.0
@@ -120,18 +146,11 @@ def run(bench: Bench) -> list[Result]:
         bench.say(f"  RSS {rss1:.1f} MB at cycle {first}, {rss_mid:.1f} MB at "
                   f"{(first + second) // 2}, {rss2:.1f} MB at {second}; {done} cycles in "
                   f"{t2 - t1:.1f} s; CPU {per_cycle * 1000:.2f} ms per cycle")
-        idle = RunProcess(slow, work / "state-slow", work / "slow.log")
-        try:
-            idle.wait_cycles(1, timeout=60)
-            time.sleep(1.0)  # past the first cycle's tail
-            cpu_a, ta = thread_cpu_seconds(idle.process.pid), time.monotonic()
-            time.sleep(idle_seconds)
-            cpu_b, tb = thread_cpu_seconds(idle.process.pid), time.monotonic()
-            idle_rss = rss_mb(idle.process.pid)
-        finally:
-            idle.stop()
-        idle_rate = (cpu_b - cpu_a) / (tb - ta)
+        idle_rate, idle_rss = idle_cpu(slow, work, "idle", idle_seconds)
+        tick_rate, _ = idle_cpu(slow, work, "tick", idle_seconds, tick=1.0)
         per_hour = 360 * per_cycle + 3600 * idle_rate
+        bench.say(f"  what-if TICK = 1 s: idle {tick_rate * 1000:.2f} ms CPU per second "
+                  f"({tick_rate * 3600:.1f} s/h)")
         bench.say(f"  idle monitor: {idle_rate * 1000:.2f} ms CPU per second "
                   f"({idle_rate * 3600:.1f} s/h); RSS {idle_rss:.1f} MB; CPU at a 10 s interval: "
                   f"{360 * per_cycle:.1f} s/h cycling + {3600 * idle_rate:.1f} s/h idling")
@@ -146,5 +165,10 @@ def run(bench: Bench) -> list[Result]:
         Result("footprint.cpu-per-cycle [ms]", per_cycle * 1000, None, None, None, None, done,
                None),
         Result("footprint.cpu-per-hour-at-10s [s]", per_hour, None, None, None, None, done,
+               None),
+        Result("footprint.idle-cpu-per-hour [s]", idle_rate * 3600, None, None, None, None, 1,
+               None),
+        Result("footprint.what-if-tick-1s.idle-cpu-per-hour [s]", tick_rate * 3600,
+               idle_rate * 3600, tick_rate / idle_rate if idle_rate else None, None, None, 1,
                None),
     ]
