@@ -92,6 +92,7 @@ def run(bench: Bench) -> list[Result]:
             bench.note(f"`{label}` on policies/gocdb.yaml exits {code} (timed all the same)")
     world = None
     dry_run: list[str] | None = None
+    why = "the loopback servers did not start"
     try:
         try:
             world, policy = dry_run_policy(bench, work)
@@ -100,7 +101,7 @@ def run(bench: Bench) -> list[Result]:
             if code != 0:
                 bench.note(f"`dry-run engage` on the loopback policy exits {code}")
         except Exception as exc:  # noqa: BLE001 - report and measure the rest
-            bench.note(f"no loopback named for dry-run engage: {type(exc).__name__}: {exc}")
+            why = f"no loopback world for dry-run engage: {type(exc).__name__}: {exc}"
         contenders = [lambda: run_process(validate), lambda: run_process(FLOOR),
                       lambda: run_process(status), lambda: run_process(FLOOR)]
         if dry_run is not None:
@@ -114,8 +115,7 @@ def run(bench: Bench) -> list[Result]:
         if dry_run is not None:
             results.append(ratio_result("cli.dry-run-engage [s]", times[4], times[5], 1.6))
         else:
-            results.append(failed_result("cli.dry-run-engage [s]", "≤ 1.6×", "named missing",
-                                         bench))
+            results.append(failed_result("cli.dry-run-engage [s]", "≤ 1.6×", why, bench))
         heavy = []
         for label, argv in (("validate", validate[1:]), ("status", status[1:])):
             heavy += [f"{label}:{m}" for m in show_importtime(bench, label, argv)]
