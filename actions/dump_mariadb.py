@@ -96,10 +96,11 @@ class DumpMariadb:
             trailer, completed = read_trailer(self.file)
             before = {"file": str(self.file), "bytes": self.file.stat().st_size,
                       "completed": completed.isoformat() if completed else trailer}
+        # `after` is the file itself, so a following job step (archive) gets it as input.
         return Plan(
             summary=(f"would dump {self.database} to {self.file}"
                      + (f" (current one becomes {self.file.name}_old)" if before else "")),
-            before=before, after={"file": str(self.file)},
+            before=before, after=str(self.file.absolute()),
             problem="; ".join(problems) or None,
         )
 
@@ -151,5 +152,6 @@ class DumpMariadb:
             raise
         stamp = completed.isoformat() if completed else trailer
         ctx.log(f"dumped {self.database}: {size} bytes, completed {stamp}")
-        return Outcome(summary=f"dumped {self.database} to {self.file} ({size} bytes)",
-                       after={"file": str(self.file), "bytes": size, "completed": stamp})
+        return Outcome(
+            summary=f"dumped {self.database} to {self.file} ({size} bytes, completed {stamp})",
+            before=None, after=str(self.file.absolute()))

@@ -6,7 +6,7 @@
           - import_mariadb:
               options: mariadb          # secrets key: a MySQL option file, mode 0600/0400
               database: gocdb           # the live database the standby serves
-              file: /var/lib/failover-engine/work/gocdb.sql
+              # file: ...               # default: the previous step's output (fetch/unzip)
               expect_tables: [sites, services]
               min_rows: {sites: 100}
               parallel: 2               # tables loaded at once (default 2)
@@ -38,7 +38,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timezone
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -47,7 +47,6 @@ from actions.base import Context, Outcome, Plan
 from actions.mariadb_dumpfile import (
     DumpFormatError,
     DumpIndex,
-    has_sandbox_line,
     index_dump,
     read_trailer,
 )
@@ -118,11 +117,11 @@ class ImportMariadb:
 
     # ----------------------------------------------------------------- helpers
     def _path(self, ctx: Context) -> Path:
-        # The job's work file, once the runner provides one; an explicit `file` wins.
-        chosen = self.file or getattr(ctx, "work_file", None) or ctx.progress.get("work_file")
+        # In a job the previous step's output (fetch/unzip) is the dump; `file` wins.
+        chosen = self.file or ctx.input_file
         if not chosen:
-            raise StepError("import_mariadb: no dump file: set `file` (or run it in a job"
-                            " after fetch/unzip)")
+            raise StepError("import_mariadb: no dump file given and no previous step's output;"
+                            " set file")
         return Path(chosen)
 
     def _options(self, ctx: Context) -> ClientOptions:
@@ -214,7 +213,8 @@ class ImportMariadb:
 
     def _redirect_databases(self, index: DumpIndex, path: Path, ctx: Context) -> None:
         if len(index.databases) > 1:
-            raise StepError(f"dump file {path} holds databases {', '.join(index.databases)};"
+            names = ", ".join(sorted(index.databases))
+            raise StepError(f"dump file {path} holds databases {names};"
                             f" import_mariadb loads one: dump {self.database}'s source alone")
         if index.databases or any(s.kind == "use" for s in index.rest):
             # The loader never sends CREATE DATABASE/USE; every connection's default
@@ -362,6 +362,3 @@ def _count_create_tables(path: Path) -> int:
             carry = data[-(len(needle) - 1):]
     return count
 
-
-# Re-exported for tests that check the dump's first line handling.
-__all__ = ["ImportMariadb", "has_sandbox_line", "timedelta"]

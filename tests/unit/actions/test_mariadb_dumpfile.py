@@ -1,0 +1,201 @@
+"""The dump reader: statements, delimiters, trailer, sandbox line, table sections."""
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from actions.mariadb_dumpfile import (
+    DumpFormatError,
+    classify,
+    index_dump,
+    iter_statements,
+    read_trailer,
+)
+from actions.mysql_options import check_mode, parse, read_options
+from engine.errors import StepError
+
+# Shaped like `mariadb-dump --single-transaction --routines --events --triggers --databases`
+# output of MariaDB 10.11 (sandbox line, versioned comments, DELIMITER blocks, view stubs).
+DUMP = b"""/*M!999999\\- enable the sandbox mode */ \n-- MariaDB dump 10.19
+--
+-- Host: localhost    Database: src
+-- ------------------------------------------------------
+/*!40101 SET NAMES utf8mb4 */;
+/*!40014 SET @OLD_FOREIGN_KEY_CHECKS=@@FOREIGN_KEY_CHECKS, FOREIGN_KEY_CHECKS=0 */;
+
+CREATE DATABASE /*!32312 IF NOT EXISTS*/ `src` /*!40100 DEFAULT CHARACTER SET latin1 */;
+
+USE `src`;
+
+--
+-- Table structure for table `c`
+--
+
+DROP TABLE IF EXISTS `c`;
+/*!40101 SET @saved_cs_client     = @@character_set_client */;
+CREATE TABLE `c` (
+  `id` int(11) NOT NULL,
+  `note` varchar(20) DEFAULT NULL COMMENT 'ends with;',
+  PRIMARY KEY (`id`)
+) ENGINE=InnoDB;
+/*!40101 SET character_set_client = @saved_cs_client */;
+
+LOCK TABLES `c` WRITE;
+/*!40000 ALTER TABLE `c` DISABLE KEYS */;
+INSERT INTO `c` VALUES
+(1,'semi;'),
+(2,'x\\n-- y;');
+/*!40000 ALTER TABLE `c` ENABLE KEYS */;
+UNLOCK TABLES;
+/*!50003 SET @saved_sql_mode       = @@sql_mode */ ;
+/*!50003 SET sql_mode              = 'STRICT_TRANS_TABLES' */ ;
+DELIMITER ;;
+/*!50003 CREATE*/ /*!50017 DEFINER=`root`@`localhost`*/ /*!50003 trigger tr before insert on c
+for each row set new.note = 'a;' */;;
+DELIMITER ;
+/*!50003 SET sql_mode              = @saved_sql_mode */ ;
+
+--
+-- Table structure for table `p`
+--
+
+DROP TABLE IF EXISTS `p`;
+CREATE TABLE `p` (
+  `id` int(11) NOT NULL
+) ENGINE=InnoDB;
+INSERT INTO `p` VALUES (1),(2);
+
+DROP TABLE IF EXISTS `v`;
+/*!50001 DROP VIEW IF EXISTS `v`*/;
+/*!50001 CREATE VIEW `v` AS SELECT
+ 1 AS `id` */;
+DELIMITER ;;
+CREATE DEFINER=`root`@`localhost` PROCEDURE `pr`()
+BEGIN
+  SELECT 1;
+  SELECT 'x;';
+END ;;
+DELIMITER ;
+/*!50001 DROP VIEW IF EXISTS `v`*/;
+/*!50001 CREATE ALGORITHM=UNDEFINED */
+/*!50013 DEFINER=`root`@`localhost` SQL SECURITY DEFINER */
+/*!50001 VIEW `v` AS select `p`.`id` AS `id` from `p` */;
+/*!40014 SET FOREIGN_KEY_CHECKS=@OLD_FOREIGN_KEY_CHECKS */;
+
+-- Dump completed on 2026-11-26  6:41:36
+"""
+
+
+@pytest.fixture
+def dump(tmp_path: Path) -> Path:
+    path = tmp_path / "d.sql"
+    path.write_bytes(DUMP)
+    return path
+
+
+def test_statements_skip_sandbox_comments_and_honour_delimiters(dump: Path) -> None:
+    with open(dump, "rb") as handle:
+        statements = list(iter_statements(handle))
+    kinds = [s.kind for s in statements]
+    assert kinds[0] == "session"  # the sandbox line is no statement
+    assert kinds.count("trigger") == 1 and kinds.count("routine") == 1
+    routine = next(s for s in statements if s.kind == "routine")
+    assert routine.name == "pr" and routine.delimiter == b";;"
+    assert routine.text.endswith(b"END")  # body semicolons stay inside
+    insert = next(s for s in statements if s.kind == "insert" and s.name == "c")
+    assert insert.text.endswith(b"(2,'x\\n-- y;')")
+    create = next(s for s in statements if s.kind == "create_table" and s.name == "c")
+    assert b"ENGINE=InnoDB" in create.text  # the COMMENT ending in ';' did not end it
+    assert all(not s.text.startswith(b"--") for s in statements)
+
+
+def test_classify_sees_through_versioned_comments() -> None:
+    assert classify(b"/*!50001 CREATE ALGORITHM=UNDEFINED */\n/*!50013 DEFINER=`a`@`b` SQL"
+                    b" SECURITY DEFINER */\n/*!50001 VIEW `v` AS select 1 */") == ("view", "v")
+    assert classify(b"/*!50106 CREATE*/ /*!50117 DEFINER=`r`@`l`*/ /*!50106 EVENT `e` ON") == (
+        "event", "e")
+    assert classify(b"CREATE DATABASE /*!32312 IF NOT EXISTS*/ `src`") == ("create_database",
+                                                                            "src")
+    assert classify(b"USE `my``db`") == ("use", "my`db")
+    assert classify(b"INSERT INTO `t` VALUES (1)") == ("insert", "t")
+
+
+def test_index_sections_and_remainder(dump: Path) -> None:
+    index = index_dump(dump)
+    assert index.sandbox
+    assert index.tables == ["c", "p"]
+    assert index.databases == ["src"]
+    assert index.views == ["v"] and index.triggers == ["tr"] and index.routines == ["pr"]
+    assert [s.kind for s in index.header] == ["session", "session"]
+    with open(dump, "rb") as handle:
+        c_section = list(iter_statements(handle, index.sections[0].start, index.sections[0].end))
+    assert c_section[0].kind == "drop_table" and c_section[-1].kind == "unlock"
+    # The trigger's settings stay with the trigger, not inside table c's section.
+    rest_kinds = [s.kind for s in index.rest]
+    assert rest_kinds.index("trigger") - 2 == rest_kinds.index("session", 3)
+    assert "use" in rest_kinds and "create_database" in rest_kinds
+    assert "insert" not in rest_kinds and "create_table" not in rest_kinds
+
+
+def test_trailer_date_is_utc_by_default(dump: Path) -> None:
+    line, completed = read_trailer(dump)
+    assert line == "-- Dump completed on 2026-11-26  6:41:36"
+    assert completed == datetime(2026, 11, 26, 6, 41, 36, tzinfo=UTC)
+
+
+def test_missing_trailer_and_cut_dump(tmp_path: Path) -> None:
+    cut = tmp_path / "cut.sql"
+    cut.write_bytes(DUMP[: int(len(DUMP) * 0.6)])
+    assert read_trailer(cut) == (None, None)
+    cut.write_bytes(DUMP[: DUMP.index(b"(2,'x")])  # ends inside an INSERT
+    with pytest.raises(DumpFormatError, match="ends inside a statement"):
+        index_dump(cut)
+
+
+def test_statement_range_reads_only_its_bytes() -> None:
+    data = b"SET a=1;\nINSERT INTO `t` VALUES (1);\nINSERT INTO `u` VALUES (2);\n"
+    start = data.index(b"INSERT")
+    end = data.index(b"INSERT", start + 1)
+    got = list(iter_statements(io.BytesIO(data), start, end))
+    assert [(s.kind, s.name) for s in got] == [("insert", "t")]
+
+
+def test_blob_bytes_survive(tmp_path: Path) -> None:
+    path = tmp_path / "b.sql"
+    path.write_bytes(b"INSERT INTO `b` VALUES (_binary '\xff\xfe\\0\\'\x80;');\n")
+    with open(path, "rb") as handle:
+        (statement,) = list(iter_statements(handle))
+    assert statement.text == b"INSERT INTO `b` VALUES (_binary '\xff\xfe\\0\\'\x80;')"
+
+
+# ------------------------------------------------------------- option files (mysql_options)
+def test_option_file_parse_groups_quotes_and_comments() -> None:
+    text = ("[mysqld]\npassword=server\n[client]\nuser = failover\npassword = \"p#ss w\"\n"
+            "host=db # the primary\nport=3307\n[client-mariadb]\nssl-ca=/ca.pem\n")
+    got = parse(text)
+    assert got == {"user": "failover", "password": "p#ss w", "host": "db", "port": "3307",
+                   "ssl-ca": "/ca.pem"}
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o660, 0o644])
+def test_option_file_open_modes_refused(tmp_path: Path, mode: int) -> None:
+    path = tmp_path / "db.cnf"
+    path.write_text("[client]\npassword=s3cret-value\n")
+    path.chmod(mode)
+    with pytest.raises(StepError, match=f"mode {mode:04o}.*chmod 600") as info:
+        check_mode(path)
+    assert "s3cret-value" not in str(info.value)
+
+
+def test_option_file_read_keeps_password_out_of_repr(tmp_path: Path) -> None:
+    path = tmp_path / "db.cnf"
+    path.write_text("[client]\nuser=u\npassword=s3cret-value\nsocket=/run/m.sock\n")
+    path.chmod(0o400)
+    options = read_options(path)
+    assert options.password == "s3cret-value"
+    assert "s3cret-value" not in repr(options)
+    assert options.connect_args()["unix_socket"] == "/run/m.sock"
+    assert options.where() == "socket /run/m.sock"
