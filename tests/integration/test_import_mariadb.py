@@ -6,6 +6,10 @@ per-table checksums unchanged, and no `<database>_staging` left behind.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +21,7 @@ from actions.base import Context
 from actions.import_mariadb import ImportMariadb
 from engine.errors import StepError
 from tests.fixtures.gocdb_dump import OBJECTS, mariadb_dump
-from tests.support import wait_until
+from tests.support import REPO, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -52,6 +56,8 @@ def objects(server: Any, database: str) -> dict[str, list[str]]:
                           " WHERE trigger_schema = %s"),
         "routines": names("SELECT routine_name FROM information_schema.routines"
                           " WHERE routine_schema = %s"),
+        "events": names("SELECT event_name FROM information_schema.events"
+                        " WHERE event_schema = %s"),
     }
 
 
@@ -277,6 +283,35 @@ def test_server_restart_during_load_is_retryable_then_succeeds(mariadb, live, so
     importer(source_dump).apply(make_ctx(tmp_path, mariadb.option_file))
     assert mariadb.checksums(LIVE) == mariadb.checksums(gocdb_source[0])
     assert STAGING not in databases(mariadb)
+
+
+def test_importer_sigkilled_leaves_live_and_next_run_recovers(mariadb, live, source_dump,
+                                                              gocdb_source, tmp_path):
+    dump, marker = _load_blocked_on_sleep(mariadb, source_dump, tmp_path, "sigkill.sql")
+    script = textwrap.dedent(f"""
+        from pathlib import Path
+        from actions.base import Context
+        from actions.import_mariadb import ImportMariadb
+        ctx = Context(policy_name="t", state_dir=Path({str(tmp_path)!r}), step_id="import",
+                      secret=lambda name: Path({str(mariadb.option_file)!r}), log=print)
+        ImportMariadb({{"options": "db", "database": {LIVE!r}, "file": {str(dump)!r}}}).apply(ctx)
+    """)
+    child = subprocess.Popen([sys.executable, "-c", script], cwd=REPO,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: _sleeping(mariadb, marker), what="the child's load to reach the marker")
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        mariadb.kill_connections_running(marker)  # the server does not notice the dead client
+    assert mariadb.checksums(LIVE) == live
+    assert STAGING in databases(mariadb)  # left behind by the killed run ...
+    importer(source_dump).apply(make_ctx(tmp_path, mariadb.option_file))
+    assert STAGING not in databases(mariadb)  # ... and recreated, then dropped, by the next
+    assert mariadb.checksums(LIVE) == mariadb.checksums(gocdb_source[0])
 
 
 @pytest.mark.parametrize("mode", [0o640, 0o604])

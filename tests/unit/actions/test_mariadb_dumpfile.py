@@ -121,6 +121,10 @@ def test_classify_sees_through_versioned_comments() -> None:
                                                                             "src")
     assert classify(b"USE `my``db`") == ("use", "my`db")
     assert classify(b"INSERT INTO `t` VALUES (1)") == ("insert", "t")
+    # Written around routines whose collation differs: names the source database.
+    assert classify(b"/*!50003 ALTER DATABASE `src` CHARACTER SET latin1 */") == (
+        "alter_database", "src")
+    assert classify(b"/*!50106 DROP EVENT IF EXISTS `e` */") == ("drop_routine", "e")
 
 
 def test_index_sections_and_remainder(dump: Path) -> None:
