@@ -14,9 +14,10 @@ refused or redirected them, and the connection's default database is the target.
 """
 from __future__ import annotations
 
+import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -145,13 +146,53 @@ class Loader:
                 self.progress.add(statement.end - previous_end)
             previous_end = statement.end
 
+    def _read_ahead(self, section: Section, depth: int = 3) -> Iterator[Statement]:
+        """The section's statements, read and split by a helper thread while the server
+        runs the current one: the wire protocol waits for each reply, so without this the
+        parsing and the server's work add up instead of overlapping."""
+        items: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        stop = threading.Event()
+        end = object()
+
+        def put(item: Any) -> bool:
+            while not stop.is_set():
+                try:
+                    items.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def produce() -> None:
+            try:
+                with open(self.index.path, "rb") as handle:
+                    for statement in iter_statements(handle, section.start, section.end):
+                        if not put(statement):
+                            return
+                put(end)
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+                put(exc)
+
+        reader = threading.Thread(target=produce, name=f"read-{section.table}", daemon=True)
+        reader.start()
+        try:
+            while True:
+                item = items.get()
+                if item is end:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            reader.join()
+
     def load_section(self, section: Section) -> None:
         conn = self.connect()
         try:
             self._run(conn, self.index.header, f"table {self.database}.{section.table}")
-            with open(self.index.path, "rb") as handle:
-                self._run(conn, iter_statements(handle, section.start, section.end),
-                          f"table {self.database}.{section.table}", SECTION_SKIPPED)
+            self._run(conn, self._read_ahead(section), f"table {self.database}.{section.table}",
+                      SECTION_SKIPPED)
             self.progress.add(0)
         finally:
             conn.close()
