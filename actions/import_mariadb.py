@@ -50,7 +50,7 @@ from actions.mariadb_dumpfile import (
     index_dump,
     read_trailer,
 )
-from actions.mariadb_load import Loader, LoadError, replay_objects
+from actions.mariadb_load import TRANSIENT, Loader, LoadError, replay_objects
 from actions.mysql_options import ClientOptions, connect, read_options
 from engine.errors import StepError
 
@@ -179,23 +179,27 @@ class ImportMariadb:
         admin = connect(options)
         try:
             self._fresh_staging(admin)
-            loader = Loader(options, self.staging, index, parallel=self.parallel, log=ctx.log,
-                            should_stop=ctx.should_stop)
+        finally:
+            admin.close()
+        try:
+            Loader(options, self.staging, index, parallel=self.parallel, log=ctx.log,
+                   should_stop=ctx.should_stop).load()
+            # A new connection for the swap: a long load may outlive an idle one.
+            admin = connect(options)
             try:
-                loader.load()
-                counts = self._verify(admin, index, path)
+                counts = self._verify(admin, path)
                 before = base_tables(admin, self.database)
                 self._swap(admin, index, counts)
-            except LoadError as exc:
-                self._drop_staging(admin, ctx)
-                raise StepError(f"import of {path} into {self.staging} failed: {exc}; live"
-                                f" {self.database} unchanged", retryable=exc.transient) from None
-            except StepError:
-                self._drop_staging(admin, ctx)
-                raise
-        finally:
-            with contextlib.suppress(Exception):
-                admin.close()
+            finally:
+                with contextlib.suppress(Exception):
+                    admin.close()
+        except LoadError as exc:
+            self._drop_staging(ctx)
+            raise StepError(f"import of {path} into {self.staging} failed: {exc}; live"
+                            f" {self.database} unchanged", retryable=exc.transient) from None
+        except Exception as exc:
+            self._drop_staging(ctx)
+            raise _as_step_error(exc, f"import of {path} into {self.staging}") from None
         data = completed.astimezone(UTC).isoformat() if completed else None
         if data:
             ctx.progress["data_completed"] = data
@@ -233,20 +237,19 @@ class ImportMariadb:
         except Exception as exc:
             raise _as_step_error(exc, f"creating staging database {self.staging}") from None
 
-    def _drop_staging(self, admin: Any, ctx: Context) -> None:
-        for attempt in (admin, None):
+    def _drop_staging(self, ctx: Context) -> None:
+        try:
+            conn = connect(self._options(ctx))
             try:
-                conn = attempt or connect(self._options(ctx))
                 with conn.cursor() as cur:
                     cur.execute(f"DROP DATABASE IF EXISTS {quote(self.staging)}")
-                if attempt is None:
-                    conn.close()
-                return
-            except Exception:  # noqa: BLE001 - the server may be down; report the load error
-                continue
-        ctx.log(f"could not drop {self.staging} (server unreachable); the next run recreates it")
+            finally:
+                conn.close()
+        except Exception:  # noqa: BLE001 - the server may be down; the load error matters more
+            ctx.log(f"could not drop {self.staging} (server unreachable); the next run"
+                    " recreates it")
 
-    def _verify(self, admin: Any, index: DumpIndex, path: Path) -> dict[str, int]:
+    def _verify(self, admin: Any, path: Path) -> dict[str, int]:
         try:
             tables = base_tables(admin, self.staging)
             missing = [t for t in self.expect_tables if t not in tables]
@@ -340,14 +343,17 @@ class ImportMariadb:
 
 
 def _as_step_error(exc: Exception, doing: str) -> StepError:
+    """One clear line for an expected failure; anything else (a bug) is raised as it is."""
+    import pymysql  # loaded only once a MariaDB step runs
+
     if isinstance(exc, StepError):
         return exc
     if isinstance(exc, LoadError):
         return StepError(f"{doing}: {exc}", retryable=exc.transient)
+    if not isinstance(exc, pymysql.err.MySQLError):
+        raise exc
     code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
     message = exc.args[-1] if exc.args else exc
-    from actions.mariadb_load import TRANSIENT
-
     return StepError(f"{doing}: error {code}: {message}", retryable=code in TRANSIENT)
 
 
