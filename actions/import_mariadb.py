@@ -31,7 +31,15 @@ What it does, in order; the live database is never touched until the last step:
    schemas.
 On failure the staging database is dropped and the live database is as it was.
 Transient errors (2006 server gone away, 2013 connection lost, 1205 lock wait timeout,
-server restarting) are retryable; syntax and data errors are not.
+server restarting) are retryable; syntax and data errors are not. A connection KILLed
+by an operator reaches the client as 2013 too, so it counts as transient: set
+`retries: 0` where a KILL must end the run.
+
+The option file's user needs ALL on `<database>`, `<database>_staging` and
+`<database>_previous`, and SET USER (or SUPER) when the dump's DEFINERs are other users.
+The non-atomic moment is after the RENAME: views, triggers, routines and events are
+recreated in the live database right after it (milliseconds), having already been
+created once in staging from the same statements, so a bad definition fails before the swap.
 """
 from __future__ import annotations
 
