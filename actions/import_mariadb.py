@@ -46,7 +46,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime, timezone
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -55,11 +55,13 @@ from actions.base import Context, Outcome, Plan
 from actions.mariadb_dumpfile import (
     DumpFormatError,
     DumpIndex,
+    data_age,
     index_dump,
     read_trailer,
 )
 from actions.mariadb_load import TRANSIENT, Loader, LoadError, replay_objects
 from actions.mysql_options import ClientOptions, connect, read_options
+from engine.durations import format_duration
 from engine.errors import StepError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,55}$")  # leaves room for the _previous suffix (64 max)
@@ -69,7 +71,7 @@ def quote(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
-def _tz(name: str) -> timezone | Any:
+def _tz(name: str) -> tzinfo:
     if name.upper() == "UTC":
         return UTC
     try:
@@ -213,14 +215,18 @@ class ImportMariadb:
             ctx.progress["data_completed"] = data
             with contextlib.suppress(Exception):
                 ctx.save_progress()
+        age = data_age(completed)
+        age_text = f", data {format_duration(age.total_seconds())} old" if age else ""
         ctx.log(f"swapped {len(counts)} tables into {self.database}; previous tables kept in"
-                f" {self.previous}")
+                f" {self.previous}{age_text}")
         return Outcome(
             summary=(f"imported {path} into {self.database}: {len(counts)} tables,"
                      f" {sum(counts.values())} rows; data from {data or trailer}"),
             before={"database": self.database, "tables": len(before)},
             after={"database": self.database, "tables": len(counts), "rows": counts,
-                   "bytes": size, "data_completed": data, "previous": self.previous},
+                   "bytes": size, "data_completed": data,
+                   "data_age_seconds": round(age.total_seconds()) if age else None,
+                   "previous": self.previous},
         )
 
     def _redirect_databases(self, index: DumpIndex, path: Path, ctx: Context) -> None:

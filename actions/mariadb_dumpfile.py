@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import BinaryIO
 
@@ -215,7 +215,7 @@ class DumpIndex:
         return [section.table for section in self.sections]
 
 
-def read_trailer(path: Path, tz: timezone | None = None) -> tuple[str | None, datetime | None]:
+def read_trailer(path: Path, tz: tzinfo | None = None) -> tuple[str | None, datetime | None]:
     """The `-- Dump completed …` line at the end of the file and its time (UTC unless `tz`)."""
     size = path.stat().st_size
     with open(path, "rb") as handle:
@@ -240,7 +240,7 @@ def has_sandbox_line(path: Path) -> bool:
         return bool(SANDBOX_RE.match(handle.readline()))
 
 
-def index_dump(path: str | Path, tz: timezone | None = None) -> DumpIndex:
+def index_dump(path: str | Path, tz: tzinfo | None = None) -> DumpIndex:
     """Read the dump once: table sections, the serial remainder, objects and the trailer.
 
     Raises DumpFormatError for a file cut inside a statement.

@@ -203,3 +203,18 @@ def test_option_file_read_keeps_password_out_of_repr(tmp_path: Path) -> None:
     assert "s3cret-value" not in repr(options)
     assert options.connect_args()["unix_socket"] == "/run/m.sock"
     assert options.where() == "socket /run/m.sock"
+
+
+def test_trailer_in_another_zone_and_bad_zone_refused(dump: Path) -> None:
+    from zoneinfo import ZoneInfo
+
+    from actions.import_mariadb import ImportMariadb
+
+    _line, completed = read_trailer(dump, ZoneInfo("Asia/Tokyo"))
+    assert completed is not None
+    assert completed.astimezone(UTC) == datetime(2026, 11, 25, 21, 41, 36,
+                                                          tzinfo=UTC)
+    with pytest.raises(StepError, match="dump_timezone 'Mars/Base'"):
+        ImportMariadb({"options": "db", "database": "gocdb", "dump_timezone": "Mars/Base"})
+    with pytest.raises(StepError, match="database 'go-cdb'"):
+        ImportMariadb({"options": "db", "database": "go-cdb"})
