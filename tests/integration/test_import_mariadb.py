@@ -341,3 +341,24 @@ def test_progress_is_logged_while_loading(mariadb, live, source_dump, tmp_path):
     importer(source_dump, parallel=1).apply(make_ctx(tmp_path, mariadb.option_file, lines))
     assert any(line.startswith("loading ") and "8 tables" in line for line in lines)
     assert any("%" in line and "MB/s" in line for line in lines)
+
+
+def test_file_defaults_to_previous_step_output(mariadb, live, source_dump, tmp_path):
+    ctx = make_ctx(tmp_path, mariadb.option_file)
+    step = ImportMariadb({"options": "db", "database": LIVE})
+    with pytest.raises(StepError, match="no dump file given and no previous step's output"):
+        step.apply(ctx)
+    ctx.input_file = source_dump
+    assert str(source_dump) in step.plan(ctx).summary
+    step.apply(ctx)
+    assert mariadb.checksums(LIVE) == live
+
+
+def test_plan_names_an_unreachable_server(mariadb, source_dump, tmp_path):
+    from tests.support import free_port
+
+    options = tmp_path / "down.cnf"
+    options.write_text(f"[client]\nuser=root\npassword=x\nhost=127.0.0.1\nport={free_port()}\n")
+    options.chmod(0o600)
+    plan = importer(source_dump).plan(make_ctx(tmp_path, options))
+    assert plan.problem and "cannot connect" in plan.problem and "127.0.0.1:" in plan.problem
