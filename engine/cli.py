@@ -131,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("install", help="write the systemd unit, the cron file and logrotate")
     p.add_argument("--root", metavar="DIR", default="/", help="install under DIR (default /)")
     p.add_argument("--dry-run", action="store_true", help="print files and diffs; write nothing")
-    p.add_argument("--user", metavar="USER", default="root", help="user for the monitor and the cron jobs (default root)")
+    p.add_argument("--user", metavar="USER", default="root",
+                   help="user for the monitor and the cron jobs (default root)")
     p = sub.add_parser("uninstall", help="remove exactly what install wrote")
     p.add_argument("--root", metavar="DIR", default="/", help="installed under DIR (default /)")
     p.add_argument("--dry-run", action="store_true", help="print what would be removed")

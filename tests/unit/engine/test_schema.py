@@ -12,15 +12,9 @@ from jsonschema import Draft202012Validator
 
 from actions.registry import PROBE_KINDS, STEP_KINDS
 from engine.errors import PolicyError
-from engine.policy import (
-    SCHEMA_BASE,
-    SCHEMA_DIR,
-    build_policy,
-    load_policy,
-    load_schemas,
-    reference_problems,
-    schema_problems,
-)
+from engine.policy import build_policy, load_policy
+from engine.references import reference_problems
+from engine.schemacheck import SCHEMA_BASE, SCHEMA_DIR, load_schemas, schema_problems
 from engine.yamlsource import read_yaml
 from tests.support import REPO
 

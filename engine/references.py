@@ -1,0 +1,107 @@
+"""Reference checks: names a policy uses must be defined in it.
+
+The monitor's target and guards name probes; secret references (the properties each
+fragment lists under `x-secret-refs`) name entries of `secrets`; step labels are unique
+within a phase; a window's failures fit in its cycles; notify needs the notify block.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from engine.schemacheck import Finding, Schemas, as_mapping, is_int, iter_steps, join_names
+from engine.yamlsource import Source, dotted
+
+
+def _secret_ref_paths(schema: Any, prefix: tuple[str, ...] = (), depth: int = 0) -> list[str]:
+    """Dotted paths of the properties listed in `x-secret-refs`, wherever they sit under
+    `properties` (notify-config.json lists `credentials` on its `email.smtp` object)."""
+    if not isinstance(schema, dict) or depth > 10:
+        return []
+    paths = [".".join((*prefix, ref)) for ref in schema.get("x-secret-refs") or []
+             if isinstance(ref, str)]
+    for name, sub in (schema.get("properties") or {}).items():
+        paths.extend(_secret_ref_paths(sub, (*prefix, name), depth + 1))
+    return paths
+
+
+def _secret_refs(options: Any, refs: list[str]) -> list[tuple[tuple[Any, ...], str]]:
+    """(path inside `options`, secret name) for each property listed in `x-secret-refs`."""
+    found: list[tuple[tuple[Any, ...], str]] = []
+    for ref in refs:
+        node: Any = options
+        parts: tuple[Any, ...] = tuple(ref.split("."))
+        for part in parts:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, str):
+            found.append((parts, node))
+        elif isinstance(node, list):
+            found.extend(
+                ((*parts, i), item) for i, item in enumerate(node) if isinstance(item, str)
+            )
+    return found
+
+
+def reference_problems(source: Source, schemas: Schemas) -> list[Finding]:
+    """Names that must be defined elsewhere in the policy: probes, secrets, unique labels."""
+    data: dict[str, Any] = source.data
+    findings: list[Finding] = []
+
+    def add(path: tuple[Any, ...], message: str) -> None:
+        line, col = source.position(path)
+        findings.append(Finding(line, col, dotted(path), message))
+
+    probes = as_mapping(data.get("probes"))
+    monitor = as_mapping(data.get("monitor"))
+    guards = monitor.get("guards") if isinstance(monitor.get("guards"), list) else []
+    defined = join_names(probes) or "none"
+    for path, name in [(("monitor", "target"), monitor.get("target"))] + [
+        (("monitor", "guards", i), g) for i, g in enumerate(guards)
+    ]:
+        if not isinstance(name, str):
+            continue  # absent or of the wrong type: the schema check reports it
+        if name not in probes:
+            add(path, f"probe {name!r} is not defined (defined probes: {defined}; "
+                      "add it under `probes:`)")
+        elif path[1] == "guards" and name == monitor.get("target"):
+            add(path, f"probe {name!r} is the target; a guard must be a different probe")
+    window = as_mapping(monitor.get("window"))
+    failures, cycles = window.get("failures"), window.get("cycles")
+    if is_int(failures) and is_int(cycles) and failures > cycles:
+        add(("monitor", "window", "failures"),
+            f"{failures} failures can never happen in {cycles} cycles "
+            "(failures must be at most cycles)")
+
+    secrets = as_mapping(data.get("secrets"))
+    known = join_names(secrets) if secrets else "none; add it under `secrets:`"
+
+    def check_secrets(at: tuple[Any, ...], options: Any, fragment: dict[str, Any]) -> None:
+        for inner, name in _secret_refs(options, _secret_ref_paths(fragment)):
+            if name not in secrets:
+                add((*at, *inner), f"secret {name!r} is not defined (defined secrets: {known})")
+
+    labels: dict[tuple[Any, ...], dict[str, str]] = {}
+    for at, kind, options in iter_steps(data):
+        check_secrets((*at, kind), options, schemas.fragment(f"steps/{kind}.json"))
+        label = options.get("label")
+        if isinstance(label, str) and label:
+            seen = labels.setdefault(at[:-1], {})
+            if label in seen:
+                add((*at, kind, "label"), f"label {label!r} is already used by {seen[label]} "
+                                         "(labels name steps in logs and the journal)")
+            else:
+                seen[label] = dotted(at)
+    for name, probe in probes.items():
+        for kind, options in as_mapping(probe).items():
+            check_secrets(("probes", name, kind), options, schemas.fragment(f"probes/{kind}.json"))
+    if isinstance(data.get("notify"), dict):
+        check_secrets(("notify",), data["notify"], schemas.fragment("notify-config.json"))
+    elif "notify" not in data:
+        for name, job in as_mapping(data.get("jobs")).items():
+            if as_mapping(job).get("notify_on_failure") is True:
+                add(("jobs", name, "notify_on_failure"),
+                    "needs the top-level `notify:` block to know where to send mail")
+        for at, kind, _options in iter_steps(data):
+            if kind == "notify":
+                add((*at, kind), "a notify step needs the top-level `notify:` block "
+                                 "(the mail relay and the recipients)")
+    return findings

@@ -1,0 +1,362 @@
+"""Checking a policy against the JSON Schema, with errors a person can act on.
+
+`load_schemas()` reads schemas/policy.schema.json and every fragment it refers to (by
+their `$id`, never from the network); `schema_problems()` collects every jsonschema error
+and turns it into a `Finding` (line, column, dotted key path, a message in plain words:
+unknown keys with the allowed ones, unknown step kinds, bad durations, wrong types).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urldefrag, urljoin
+
+from engine.errors import PolicyError
+from engine.resources import schema_dir
+from engine.yamlsource import Source, dotted
+
+SCHEMA_DIR = schema_dir()
+SCHEMA_BASE = "https://failover-engine.invalid/schemas/"
+MAIN_SCHEMA = SCHEMA_BASE + "policy.schema.json"
+_DURATION_HINT = "is not a duration (use e.g. 30s, 10m, 7h)"
+
+
+@dataclass(frozen=True, order=True)
+class Finding:
+    """One problem at a place in the policy (1-based line and column, dotted key path)."""
+
+    line: int
+    col: int
+    where: str
+    message: str
+
+
+@dataclass
+class Schemas:
+    """Every schema file by `$id`, the referencing registry built from them, and a validator."""
+
+    by_id: dict[str, Any]
+    validator: Any
+    # Documents some $ref names but no file provides (a fragment not written yet, or a
+    # broken install). They validate anything; `schema_problems` reports their use instead.
+    missing: frozenset[str] = frozenset()
+
+    def fragment(self, relative: str) -> dict[str, Any]:
+        """The schema `schemas/<relative>` (e.g. "steps/lock.json"), or {} when absent."""
+        found = self.by_id.get(SCHEMA_BASE + relative)
+        return found if isinstance(found, dict) else {}
+
+    def pointer(self, base: str, ref: str) -> tuple[str, Any] | None:
+        """Resolve `ref` against `base`: (id of the document, the sub-schema) or None."""
+        url, fragment = urldefrag(urljoin(base, ref))
+        node: Any = self.by_id.get(url)
+        for part in [p for p in fragment.split("/") if p]:
+            part = part.replace("~1", "/").replace("~0", "~")
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+        return (url, node) if node is not None else None
+
+    @property
+    def duration(self) -> Any:
+        return self.fragment("steps/common.json").get("$defs", {}).get("duration")
+
+    def kinds(self, definition: str) -> list[str]:
+        """The kinds the main schema allows for `step` or `probe` (its propertyNames enum)."""
+        main = self.by_id.get(MAIN_SCHEMA, {})
+        names = main.get("$defs", {}).get(definition, {}).get("propertyNames", {})
+        return list(names.get("enum", []))
+
+
+@functools.lru_cache(maxsize=4)
+def load_schemas(schema_dir: Path = SCHEMA_DIR) -> Schemas:
+    """Load every *.json under `schema_dir` by its `$id` into a registry (no network access)."""
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
+    by_id: dict[str, Any] = {}
+    for file in sorted(schema_dir.rglob("*.json")):
+        try:
+            contents = json.loads(file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise PolicyError(
+                [f"{file}:{exc.lineno}:{exc.colno}: schema is not valid JSON: {exc.msg} "
+                 "(a broken install or a half-written fragment)"]
+            ) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PolicyError([f"{file}: cannot read schema: {exc}"]) from None
+        schema_id = contents.get("$id") if isinstance(contents, dict) else None
+        if not isinstance(schema_id, str):
+            raise PolicyError([f"{file}: schema has no \"$id\" (every schema file needs one)"])
+        by_id[schema_id] = contents
+    if MAIN_SCHEMA not in by_id:
+        raise PolicyError([f"{schema_dir}/policy.schema.json: missing (a broken install)"])
+    missing = frozenset(_referenced_documents(by_id) - set(by_id))
+    # A registry without `retrieve` never fetches anything: an unknown $ref is an error.
+    registry = Registry().with_resources(
+        [(sid, Resource.from_contents(doc, default_specification=DRAFT202012))
+         for sid, doc in by_id.items()]
+        + [(sid, DRAFT202012.create_resource({})) for sid in missing]
+    )
+    validator = Draft202012Validator(by_id[MAIN_SCHEMA], registry=registry)
+    return Schemas(by_id=by_id, validator=validator, missing=missing)
+
+
+def _referenced_documents(by_id: dict[str, Any]) -> set[str]:
+    """The document URLs every `$ref` in every schema points at."""
+    found: set[str] = set()
+
+    def walk(node: Any, base: str) -> None:
+        if isinstance(node, dict):
+            base = node.get("$id", base) if isinstance(node.get("$id"), str) else base
+            if isinstance(node.get("$ref"), str):
+                found.add(urldefrag(urljoin(base, node["$ref"]))[0])
+            for value in node.values():
+                walk(value, base)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value, base)
+
+    for sid, doc in by_id.items():
+        walk(doc, sid)
+    return found
+
+
+def schema_problems(source: Source, schemas: Schemas) -> list[Finding]:
+    """Every schema error of the policy, explained in words, at its YAML position."""
+    from referencing.exceptions import Unresolvable
+
+    findings: list[Finding] = []
+    try:
+        for error in schemas.validator.iter_errors(source.data):
+            for path, on_key, message in _explain(error, schemas):
+                line, col = source.position(path, key=on_key)
+                findings.append(Finding(line, col, dotted(path), message))
+    except Unresolvable as exc:  # a $ref into a document that exists but lacks the anchor
+        ref = getattr(exc, "ref", None) or str(exc)
+        findings.append(Finding(1, 1, "(schema)", f"cannot validate: schema reference {ref!r} "
+                                f"does not resolve in {SCHEMA_DIR} (a broken install)"))
+    findings.extend(_missing_fragment_uses(source, schemas))
+    return findings
+
+
+def _missing_fragment_uses(source: Source, schemas: Schemas) -> list[Finding]:
+    """A finding for each step, probe or notify block whose schema file does not exist."""
+    if not schemas.missing:
+        return []
+    data = source.data if isinstance(source.data, dict) else {}
+    uses: list[tuple[tuple[Any, ...], str, str]] = [
+        ((*at, kind), f"steps/{kind}.json", f"step kind {kind!r}")
+        for at, kind, _options in iter_steps(data)
+    ]
+    for name, probe in (data.get("probes") or {}).items():
+        for kind in probe if isinstance(probe, dict) else ():
+            uses.append((("probes", name, kind), f"probes/{kind}.json", f"probe kind {kind!r}"))
+    if "notify" in data:
+        uses.append((("notify",), "notify-config.json", "the notify block"))
+    findings = []
+    for path, relative, what in uses:
+        if SCHEMA_BASE + relative in schemas.missing:
+            line, col = source.position(path, key=True)
+            findings.append(Finding(line, col, dotted(path), f"cannot check {what}: "
+                                    f"{SCHEMA_DIR / relative} is missing (an incomplete install)"))
+    return findings
+
+
+Explained = tuple[tuple[Any, ...], bool, str]
+
+
+def _explain(error: Any, schemas: Schemas) -> list[Explained]:
+    """Turn one jsonschema error into human lines: (path, point at the key?, message)."""
+    from jsonschema.exceptions import best_match
+
+    path = tuple(error.absolute_path)
+    keyword = error.validator
+    schema_path = list(error.absolute_schema_path)
+    if len(schema_path) >= 2 and schema_path[-2] == "propertyNames":
+        return [_explain_name(error, path, schemas)]
+    closed = keyword in ("additionalProperties", "unevaluatedProperties")
+    if closed and error.validator_value is False:
+        return _explain_unknown_keys(error, path, schemas)
+    thing = _container_kind(path)
+    if keyword == "required":
+        match = re.match(r"^'(.*)' is a required property$", error.message)
+        name = match.group(1) if match else str(error.message)
+        hint = _first_sentence((error.schema.get("properties") or {}).get(name))
+        return [(path, False, f"missing required key {name!r}" + (f" ({hint})" if hint else ""))]
+    if keyword == "maxProperties" and thing:
+        kinds = ", ".join(map(str, error.instance))
+        count = len(error.instance)
+        return [(path, False, f"a {thing} has exactly one kind; this one has {count}: "
+                              f"{kinds} (split it into separate {thing}s)")]
+    if keyword == "minProperties" and thing:
+        known = ", ".join(schemas.kinds(thing))
+        return [(path, False, f"empty {thing}: name its kind (known: {known})")]
+    if keyword == "anyOf" and error.schema == schemas.duration:
+        return [(path, False, f"{error.instance!r} {_DURATION_HINT}")]
+    if keyword in ("anyOf", "oneOf") and error.context:
+        return _explain(best_match(error.context), schemas)
+    if keyword == "type":
+        return [(path, False, _wrong_type(error.validator_value, error.instance, thing))]
+    if keyword == "const":
+        return [(path, False, f"must be {json.dumps(error.validator_value)}, "
+                              f"not {_describe(error.instance)}")]
+    if keyword == "enum":
+        allowed = ", ".join(json.dumps(v) for v in error.validator_value)
+        return [(path, False, f"{_short(error.instance)} is not one of: {allowed}")]
+    if keyword in ("minLength", "minItems", "minProperties") and error.validator_value == 1:
+        return [(path, False, "must not be empty")]
+    if keyword == "dependentRequired" and isinstance(error.instance, dict):
+        lines: list[Explained] = []
+        for key, needs in error.validator_value.items():
+            missing = [n for n in needs if n not in error.instance]
+            if key in error.instance and missing:
+                lines.append(((*path, key), True,
+                              f"{key!r} needs {', '.join(map(repr, missing))} as well"))
+        return lines or [(path, False, str(error.message))]
+    if keyword == "pattern":
+        hint = _first_sentence(error.schema)
+        return [(path, False, f"{_short(error.instance)} does not match {error.validator_value}"
+                              + (f" ({hint})" if hint else ""))]
+    return [(path, False, " ".join(str(error.message).split())[:300])]
+
+
+def _container_kind(path: tuple[Any, ...]) -> str | None:
+    """'step' when `path` is one step of a step list, 'probe' for one probe, else None."""
+    if path and isinstance(path[-1], int):
+        parent = path[:-1]
+        if parent in (("engage",), ("restore",)) or (
+            len(parent) == 3 and parent[0] == "jobs" and parent[2] == "steps"
+        ):
+            return "step"
+    if len(path) == 2 and path[0] == "probes":
+        return "probe"
+    return None
+
+
+def _explain_name(error: Any, path: tuple[Any, ...], schemas: Schemas) -> Explained:
+    name = error.instance
+    at = (*path, name)
+    thing = _container_kind(path)
+    if error.validator == "enum" and thing:
+        known = ", ".join(schemas.kinds(thing))
+        return (at, True, f"unknown {thing} kind {name!r} (known: {known})")
+    if error.validator == "pattern":
+        return (at, True, f"{name!r} is not a valid name here (letters, digits, _ and - only)")
+    return (at, True, f"key {name!r}: {' '.join(str(error.message).split())}")
+
+
+def _explain_unknown_keys(error: Any, path: tuple[Any, ...], schemas: Schemas) -> list[Explained]:
+    import difflib
+
+    allowed = sorted(_allowed_keys(error.schema, schemas, error.schema.get("$id", MAIN_SCHEMA)))
+    if not isinstance(error.instance, dict):
+        return []
+    extras = [key for key in error.instance if key not in allowed]
+    if not extras:  # allowed keys unknown (an unusual schema): fall back to jsonschema's words
+        extras = re.findall(r"'([^']*)'", str(error.message))
+    lines: list[Explained] = []
+    for key in extras:
+        close = difflib.get_close_matches(str(key), allowed, n=1)
+        guess = f"did you mean {close[0]!r}? " if close else ""
+        listing = f"allowed: {', '.join(allowed)}" if allowed else "no keys are allowed here"
+        lines.append(((*path, key), True, f"unknown key {key!r} ({guess}{listing})"))
+    return lines
+
+
+def _allowed_keys(schema: Any, schemas: Schemas, base: str, depth: int = 0) -> set[str]:
+    """Property names a schema evaluates: its `properties`, through `$ref` and `allOf`."""
+    if not isinstance(schema, dict) or depth > 8:
+        return set()
+    base = schema.get("$id", base)
+    keys = set(schema.get("properties") or {})
+    if isinstance(schema.get("$ref"), str):
+        target = schemas.pointer(base, schema["$ref"])
+        if target:
+            keys |= _allowed_keys(target[1], schemas, target[0], depth + 1)
+    for sub in schema.get("allOf") or []:
+        keys |= _allowed_keys(sub, schemas, base, depth + 1)
+    return keys
+
+
+_TYPE_WORDS = {
+    "object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer",
+    "number": "a number", "boolean": "true or false", "null": "empty",
+}
+
+
+def _wrong_type(expected: str | list[str], instance: Any, thing: str | None) -> str:
+    wanted = [expected] if isinstance(expected, str) else list(expected)
+    words = " or ".join(_TYPE_WORDS.get(t, t) for t in wanted)
+    if instance is None and "object" in wanted:
+        return f"must be {words}, but it is empty (write {{}} for no options)"
+    return f"must be {words}, not {_describe(instance)}"
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "empty (null)"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, int):
+        return f"an integer ({value})"
+    if isinstance(value, float):
+        return f"a number ({value})"
+    if isinstance(value, str):
+        return f"a string ({_short(value)})"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    if hasattr(value, "isoformat"):  # YAML reads 2024-01-01 as a date
+        return f"a date ({value.isoformat()}; quote it to make it a string)"
+    return f"a {type(value).__name__} ({_short(value)})"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _first_sentence(schema: Any) -> str:
+    if not isinstance(schema, dict) or not isinstance(schema.get("description"), str):
+        return ""
+    sentence = schema["description"].split(". ")[0].rstrip(".")
+    return sentence if len(sentence) <= 90 else ""
+
+
+# --- reference checks --------------------------------------------------------------------
+
+
+def join_names(names: Any) -> str:
+    """A comma-separated list of names; odd ones (spaces, newlines) are quoted."""
+    return ", ".join(dotted((name,)) if isinstance(name, str) else repr(name) for name in names)
+
+
+def as_mapping(value: Any) -> dict[Any, Any]:
+    """`value` if it is a mapping, else {} (a wrong shape is the schema check's finding)."""
+    return value if isinstance(value, dict) else {}
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+def iter_steps(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], str, dict[str, Any]]]:
+    """(path of the step, kind, options) for every step of engage, restore and each job."""
+    lists: list[tuple[tuple[Any, ...], Any]] = [
+        (("engage",), data.get("engage")), (("restore",), data.get("restore"))
+    ]
+    for name, job in as_mapping(data.get("jobs")).items():
+        lists.append((("jobs", name, "steps"), as_mapping(job).get("steps")))
+    found = []
+    for at, items in lists:
+        for index, item in enumerate(items if isinstance(items, list) else []):
+            if isinstance(item, dict) and len(item) == 1:
+                ((kind, options),) = item.items()
+                found.append(((*at, index), kind, options if isinstance(options, dict) else {}))
+    return found
