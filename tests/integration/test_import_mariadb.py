@@ -138,8 +138,10 @@ def test_end_to_end_matches_source_and_keeps_previous(mariadb, gocdb_source, sou
 def test_databases_dump_is_redirected_to_staging(mariadb, gocdb_source, tmp_path):
     source, _ = gocdb_source
     mariadb.drop_databases(LIVE, STAGING, PREVIOUS)
-    dump = mariadb_dump(mariadb.option_file, source, tmp_path / "dbs.sql", "--databases")
+    dump = mariadb_dump(mariadb.option_file, source, tmp_path / "dbs.sql", "--databases",
+                        "--add-drop-database")
     assert b"USE `gocdb_src`" in dump.read_bytes()
+    assert b"DROP DATABASE IF EXISTS `gocdb_src`" in dump.read_bytes()
     created = mariadb.sql("SELECT table_name, create_time FROM information_schema.tables"
                           " WHERE table_schema = %s ORDER BY 1", (source,))
     before = mariadb.checksums(source)
