@@ -61,6 +61,15 @@ def objects(server: Any, database: str) -> dict[str, list[str]]:
     }
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _leave_the_server_clean(mariadb_server):
+    """The server is shared by the session: drop what this module created when it ends."""
+    yield
+    if mariadb_server.process is None or mariadb_server.process.poll() is not None:
+        mariadb_server.start()
+    mariadb_server.drop_databases(LIVE, STAGING, PREVIOUS, "other_db")
+
+
 @pytest.fixture(scope="module")
 def source_dump(mariadb_server, gocdb_source, tmp_path_factory) -> Path:
     """The GOCDB-like source dumped once by the real client (sandbox line and trailer)."""
