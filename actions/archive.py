@@ -46,7 +46,6 @@ import errno
 import filecmp
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -56,7 +55,7 @@ from typing import Any, ClassVar
 from actions.base import Context, Outcome, Plan
 from engine.durations import parse_duration
 from engine.errors import StepError
-from engine.fsutil import ensure_private_dir, fsync_dir
+from engine.fsutil import ensure_private_dir, fsync_dir, private_temp
 
 DEFAULT_NAME = "_goc5dump_%y-%m-%d_%H_%M_%S"
 _TEMP_PREFIX = ".archive-"
@@ -205,26 +204,19 @@ class Archive:
         self._copy(source, target)
 
     def _copy(self, source: Path, target: Path) -> None:
-        fd, tmp_name = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=".part", dir=self.dir)
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as out, source.open("rb") as src:
-                os.fchmod(out.fileno(), 0o600)
-                shutil.copyfileobj(src, out, _CHUNK)
-                out.flush()
-                os.fsync(out.fileno())
-            st = source.stat()
-            # Same mtime as the source: how a re-run recognises the copy as already made.
-            os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
-            os.replace(tmp, target)
-        except OSError as exc:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            raise StepError(f"archive: cannot copy {source} to {target}: {exc}") from None
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            raise
+        with private_temp(self.dir, _TEMP_PREFIX) as (fd, tmp):
+            try:
+                with os.fdopen(fd, "wb") as out, source.open("rb") as src:
+                    os.fchmod(out.fileno(), 0o600)
+                    shutil.copyfileobj(src, out, _CHUNK)
+                    out.flush()
+                    os.fsync(out.fileno())
+                st = source.stat()
+                # Same mtime as the source: how a re-run recognises the copy as already made.
+                os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+                os.replace(tmp, target)
+            except OSError as exc:
+                raise StepError(f"archive: cannot copy {source} to {target}: {exc}") from None
         fsync_dir(self.dir)
 
     # -- what is in the archive -------------------------------------------------------

@@ -79,6 +79,16 @@ class Context:
     work_dir: Path | None = None
     input_file: Path | None = None
 
+    def path(self, value: str | Path) -> Path:
+        """A path from the step's options: relative ones are relative to the policy file's
+        directory, like `state_dir` (the loader already does this for `x-path` options;
+        this covers hand-built contexts and options that are not marked)."""
+        path = Path(value).expanduser()
+        base = getattr(self.policy, "path", None)
+        if path.is_absolute() or base is None:
+            return path
+        return Path(base).parent / path
+
     def remaining(self, default: float = 30.0) -> float:
         """Seconds left before the step's timeout (or `default` when it has none); never < 0.05."""
         if self.deadline is None:

@@ -32,18 +32,9 @@ from engine.errors import StepError
 from engine.fsutil import fsync_dir
 
 
-def _resolve(ctx: Context, value: str | Path) -> Path:
-    """A relative path is relative to the policy file's directory, like `state_dir` is."""
-    path = Path(value).expanduser()
-    base = getattr(ctx.policy, "path", None)
-    if path.is_absolute() or base is None:
-        return path
-    return Path(base).parent / path
-
-
 def parked_path(ctx: Context, file: Path, park_dir: str | None) -> Path:
     """Where `file` is kept while parked."""
-    directory = _resolve(ctx, park_dir) if park_dir else Path(ctx.state_dir) / "parked"
+    directory = ctx.path(park_dir) if park_dir else Path(ctx.state_dir) / "parked"
     return directory / file.name
 
 
@@ -98,12 +89,12 @@ class _CronStep:
 
     def _paths(self, ctx: Context) -> tuple[Path, Path]:
         """(source, destination) of this step's move."""
-        file = _resolve(ctx, self.file_param)
+        file = ctx.path(self.file_param)
         parked = parked_path(ctx, file, self.park_dir)
         return (file, parked) if self.parking else (parked, file)
 
     def _file(self, ctx: Context) -> Path:
-        return _resolve(ctx, self.file_param)
+        return ctx.path(self.file_param)
 
     def _state(self, ctx: Context) -> str:
         """'todo', 'done', or raise StepError when the file is in neither or both places."""

@@ -41,7 +41,6 @@ import os
 import re
 import shutil
 import stat
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -52,7 +51,7 @@ import paramiko
 
 from actions.base import Context, Outcome, Plan
 from engine.errors import StepError
-from engine.fsutil import ensure_private_dir, fsync_dir
+from engine.fsutil import ensure_private_dir, fsync_dir, private_temp
 
 _REMOTE = re.compile(r"^(?P<user>[^@/\s]+)@(?P<host>[^/:\s]+):(?P<path>.+)$")
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -415,10 +414,7 @@ class Fetch:
                     f"fetch: {self.source} interrupted (timeout or stop)", retryable=True
                 )
 
-        # mkstemp creates the file 0600 with O_EXCL, whatever the umask.
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-        tmp = Path(tmp_name)
-        try:
+        with private_temp(dest.parent, f".{dest.name}.") as (fd, tmp):
             with os.fdopen(fd, "wb") as out:
                 os.fchmod(out.fileno(), 0o600)
                 sink = _HashingWriter(out, check)
@@ -441,10 +437,6 @@ class Fetch:
             # Keep the source's mtime: it is how the next run recognises "already fetched".
             os.utime(tmp, (info.mtime, info.mtime))
             os.replace(tmp, dest)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            raise
         fsync_dir(dest.parent)
 
 

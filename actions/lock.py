@@ -29,18 +29,9 @@ from engine.errors import StepError
 from engine.fsutil import atomic_write, fsync_dir
 
 
-def _resolve(ctx: Context, value: str | Path) -> Path:
-    """A relative path is relative to the policy file's directory, like `state_dir` is."""
-    path = Path(value).expanduser()
-    base = getattr(ctx.policy, "path", None)
-    if path.is_absolute() or base is None:
-        return path
-    return Path(base).parent / path
-
-
 def lock_path(ctx: Context, file: str | None) -> Path:
     """The lock file: `file` if given, else `<state_dir>/engage.lock`."""
-    return _resolve(ctx, file) if file else Path(ctx.state_dir) / "engage.lock"
+    return ctx.path(file) if file else Path(ctx.state_dir) / "engage.lock"
 
 
 def _describe(path: Path) -> str:

@@ -26,15 +26,6 @@ from engine.errors import StepError
 from engine.fsutil import fsync_dir
 
 
-def _resolve(ctx: Context, value: str | Path) -> Path:
-    """A relative path is relative to the policy file's directory, like `state_dir` is."""
-    path = Path(value).expanduser()
-    base = getattr(ctx.policy, "path", None)
-    if path.is_absolute() or base is None:
-        return path
-    return Path(base).parent / path
-
-
 class Symlink:
     """Point `link` at `target` atomically."""
 
@@ -61,7 +52,7 @@ class Symlink:
         return None
 
     def plan(self, ctx: Context) -> Plan:
-        link = _resolve(ctx, self.link_param)
+        link = ctx.path(self.link_param)
         try:
             current = self._current(link)
         except StepError as exc:
@@ -73,7 +64,7 @@ class Symlink:
                     before=current, after=self.target, problem=self._problem(link))
 
     def apply(self, ctx: Context) -> Outcome:
-        link = _resolve(ctx, self.link_param)
+        link = ctx.path(self.link_param)
         current = self._current(link)
         if current == self.target:
             return Outcome(summary=f"symlink {link} already → {self.target}",

@@ -38,7 +38,6 @@ import os
 import re
 import shutil
 import stat
-import tempfile
 import time
 import zipfile
 import zlib
@@ -48,7 +47,7 @@ from typing import Any, ClassVar
 
 from actions.base import Context, Outcome, Plan
 from engine.errors import StepError
-from engine.fsutil import ensure_private_dir, fsync_dir
+from engine.fsutil import ensure_private_dir, fsync_dir, private_temp
 
 _CHUNK = 1024 * 1024
 _UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
@@ -193,41 +192,33 @@ class Unzip:
         self, ctx: Context, source: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo,
         dest: Path,
     ) -> None:
-        # mkstemp: O_EXCL and mode 0600, so a planted symlink cannot redirect the write.
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as out, archive.open(info) as member:
-                written = 0
-                while chunk := member.read(_CHUNK):
-                    written += len(chunk)
-                    if written > info.file_size:
-                        raise StepError(
-                            f"unzip: {source}: member {info.filename!r} inflates past its declared "
-                            f"{info.file_size} bytes; refusing the archive"
-                        )
-                    out.write(chunk)
-                    if ctx.should_stop() or (
-                        ctx.deadline is not None and time.monotonic() > ctx.deadline
-                    ):
-                        raise StepError(f"unzip: {source} interrupted (timeout or stop)",
-                                        retryable=True)
-                out.flush()
-                os.fsync(out.fileno())
-            if written != info.file_size:
-                raise StepError(
-                    f"unzip: {source}: member {info.filename!r} gave {written} bytes, "
-                    f"its header says {info.file_size}; the archive is damaged"
-                )
-            os.replace(tmp, dest)
-        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            raise StepError(f"unzip: {source} is damaged or unsupported: {exc}") from None
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            raise
+        with private_temp(dest.parent, f".{dest.name}.") as (fd, tmp):
+            try:
+                with os.fdopen(fd, "wb") as out, archive.open(info) as member:
+                    written = 0
+                    while chunk := member.read(_CHUNK):
+                        written += len(chunk)
+                        if written > info.file_size:
+                            raise StepError(
+                                f"unzip: {source}: member {info.filename!r} inflates past its "
+                                f"declared {info.file_size} bytes; refusing the archive"
+                            )
+                        out.write(chunk)
+                        if ctx.should_stop() or (
+                            ctx.deadline is not None and time.monotonic() > ctx.deadline
+                        ):
+                            raise StepError(f"unzip: {source} interrupted (timeout or stop)",
+                                            retryable=True)
+                    out.flush()
+                    os.fsync(out.fileno())
+                if written != info.file_size:
+                    raise StepError(
+                        f"unzip: {source}: member {info.filename!r} gave {written} bytes, "
+                        f"its header says {info.file_size}; the archive is damaged"
+                    )
+                os.replace(tmp, dest)
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+                raise StepError(f"unzip: {source} is damaged or unsupported: {exc}") from None
         fsync_dir(dest.parent)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -53,3 +54,22 @@ def ensure_private_dir(path: str | Path) -> Path:
     if not path.is_dir():
         path.mkdir(parents=True, mode=0o700, exist_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def private_temp(directory: str | Path, prefix: str,
+                 suffix: str = ".part") -> Iterator[tuple[int, Path]]:
+    """A new temp file in `directory`, mode 0600, as (fd, path); removed if the block raises.
+
+    mkstemp opens with O_EXCL, so a planted symlink cannot redirect the write, and the
+    mode is 0600 whatever the umask (dumps hold personal data). The block renames the file
+    into place when it is complete; a half-written file never survives an error.
+    """
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)
+    path = Path(name)
+    try:
+        yield fd, path
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        raise
