@@ -88,6 +88,8 @@ def test_dump_fetch_import_archive_end_to_end(world, mariadb, tmp_path):
     job = cli(policy, "job", "import")
     assert job.returncode == 0, job.stdout + job.stderr
     assert "job import: completed ok" in job.stdout
+    for output in (dump, job):  # the option file's password never reaches any output
+        assert mariadb.password not in output.stdout + output.stderr
     assert mariadb.checksums(LIVE) == mariadb.checksums(source_db)
     assert (tmp_path / "import.log").read_text().splitlines()[-1].endswith("INFO: completed ok")
     archived = list((tmp_path / "archive").iterdir())

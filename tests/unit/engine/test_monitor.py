@@ -61,6 +61,11 @@ def test_failures_count_up_and_engage_once_at_the_threshold(world, https_server)
     assert lines[0].startswith("probe production failed (1/3): ")
     assert lines[1].startswith("probe production failed (2/3): ")
     assert engine.record.state == "suspect"
+    metrics = (engine.policy.state_dir / "metrics.prom").read_text()
+    assert "failover_engine_consecutive_failures" in metrics
+    assert any(line.startswith("failover_engine_consecutive_failures") and line.endswith(" 2")
+               for line in metrics.splitlines())
+    assert 'failover_engine_state{policy="mon",state="suspect"} 1' in metrics
     monitor.cycle()
     assert engine.record.state == "engaged"
     assert (engine.policy.state_dir / "engage.lock").exists()
