@@ -11,7 +11,7 @@ The policy's top-level `notify` block says how mail goes out; each `notify` step
         smtp: {host: smtp.example.org, port: 587, starttls: true, credentials: smtp}
         from: failover@standby.example.org
         to: [gocdb-admins@example.org]
-        subject: "gocdb failover"              # default subject of every mail
+        subject: "gocdb failover"              # subjects read "gocdb failover: <message>"
       remind_every: 6h                         # the engine re-sends while engaged
     engage:
       - notify: {message: "Production failed 30 probes in a row; engaging the failover."}
@@ -367,7 +367,15 @@ class Notify:
         self.subject: str | None = params.get("subject")
 
     def _subject(self, ctx: Context, cfg: Mapping[str, Any]) -> str:
-        return self.subject or cfg.get("subject") or f"[failover-engine] {ctx.policy_name}"
+        if self.subject:
+            return self.subject
+        # The configured subject names the service; the message's first line says what
+        # happened, so a mailbox full of them can be read from the subjects alone.
+        headline = self.message.strip().splitlines()[0] if self.message.strip() else ""
+        if len(headline) > 80:
+            headline = headline[:77].rstrip() + "..."
+        base = cfg.get("subject") or f"[failover-engine] {ctx.policy_name}"
+        return f"{base}: {headline}" if headline else base
 
     def _spool_dir(self, ctx: Context) -> Path:
         return Path(ctx.state_dir) / "spool"

@@ -51,7 +51,8 @@ def test_step_sends_mail_with_headers_and_body(tmp_path: Path, smtp_sink: SmtpSi
     assert received.rcpt_tos == ["admins@example.test", "oncall@example.test"]
     assert msg["From"] == "failover@standby.test"
     assert msg["To"] == "admins@example.test, oncall@example.test"
-    assert msg["Subject"] == "drill failover"
+    assert msg["Subject"] == (
+        "drill failover: Production failed 3 probes in a row; engaging the failover.")
     assert msg["Date"].datetime.utcoffset().total_seconds() == 0
     assert msg["Message-ID"] == outcome.after == ctx.progress["message_id"]
     assert msg["Auto-Submitted"] == "auto-generated"
@@ -96,7 +97,7 @@ def test_plan_sends_nothing_and_writes_nothing(tmp_path: Path, smtp_sink: SmtpSi
     assert not plan.done and plan.problem is None
     assert plan.summary.startswith(
         f"would mail admins@example.test, oncall@example.test via 127.0.0.1:{smtp_sink.port}: "
-        "subject 'drill failover'")
+        "subject 'drill failover: hello'")
     assert smtp_sink.received == []
     assert _snapshot(tmp_path) == before
 
@@ -251,3 +252,14 @@ def test_sink_wait_for(tmp_path: Path, smtp_sink: SmtpSink) -> None:
     send_mail(_config(smtp_sink), "s", "b", spool_dir=tmp_path / "spool",
               secret=lambda n: tmp_path / n)
     assert smtp_sink.wait_for(1, timeout=5)
+
+
+def test_an_explicit_subject_wins_and_long_messages_are_cut_in_the_subject(
+        tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    ctx = _ctx(tmp_path, _config(smtp_sink))
+    Notify({"message": "x", "subject": "ENGAGED"}).apply(ctx)
+    Notify({"message": "word " * 40}).apply(_ctx(tmp_path / "b", _config(smtp_sink)))
+    first, second = smtp_sink.messages
+    assert first["Subject"] == "ENGAGED"
+    assert second["Subject"].startswith("drill failover: word word")
+    assert second["Subject"].endswith("...") and len(second["Subject"]) < 110
