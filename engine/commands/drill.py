@@ -100,7 +100,12 @@ def main(args: argparse.Namespace) -> int:
     from engine.drillkit.https import HttpsServer
     from engine.drillkit.named import DnsLab, NamedError
     from engine.drillkit.pki import make_pki
-    from engine.drillkit.smtp import SmtpSink
+
+    try:
+        from engine.drillkit.smtp import SmtpSink
+    except ImportError:
+        raise FailoverError("the drill's SMTP sink needs aiosmtpd: pip install "
+                            "'failover-engine[drill]' (bin/drill sets it up)") from None
 
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-connection chatter
     work = Path(tempfile.mkdtemp(prefix="failover-drill-"))
