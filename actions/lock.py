@@ -62,7 +62,9 @@ class Lock:
             return Plan(summary=f"lock {path} already {self.state}", before=before,
                         after=before, done=True)
         problem = None
-        if self.state == "present" and not path.parent.is_dir():
+        # The default lock lives in state_dir, which the engine creates before any step runs.
+        in_state_dir = path.parent == Path(ctx.state_dir)
+        if self.state == "present" and not path.parent.is_dir() and not in_state_dir:
             problem = f"lock {path}: directory {path.parent} does not exist"
         return Plan(summary=f"lock {path}: {before} → {self.state}", before=before,
                     after=self.state, problem=problem)

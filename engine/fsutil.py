@@ -17,8 +17,13 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | Path, data: bytes | str, mode: int = 0o600) -> None:
-    """Replace `path` with `data` so a reader sees the old or the new file, never a mix."""
+def atomic_write(path: str | Path, data: bytes | str, mode: int = 0o600,
+                 *, durable: bool = True) -> None:
+    """Replace `path` with `data` so a reader sees the old or the new file, never a mix.
+
+    `durable=False` skips the fsyncs: still atomic for readers, but a crash may bring back
+    the previous version — right for files rewritten every cycle, such as metrics.
+    """
     path = Path(path)
     if isinstance(data, str):
         data = data.encode()
@@ -28,13 +33,15 @@ def atomic_write(path: str | Path, data: bytes | str, mode: int = 0o600) -> None
             os.fchmod(handle.fileno(), mode)
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def append_line(path: str | Path, line: str, mode: int = 0o640) -> None:

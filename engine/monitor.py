@@ -35,7 +35,9 @@ from engine.tally import Cycle, Tally, classify
 
 log = logging.getLogger("failover_engine.monitor")
 
-TICK = 0.2
+# How often an idle monitor looks for requests and the pause switch: a second is what
+# the CLI promises, and a shorter tick cost 5 s of CPU per hour (BENCHMARKS.md).
+TICK = 1.0
 REQUESTS = ("engage", "restore", "reset")
 
 

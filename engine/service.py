@@ -57,8 +57,15 @@ class Engine:
               source=source, dest=dest, trigger=trigger)
         self.save()
         text = _MAILS.get((source, dest)) or _MAILS.get(("*", dest))
-        if text:
+        if text and not self._run_announces_itself(dest):
             self.mail(f"{dest}", text)
+
+    def _run_announces_itself(self, dest: str) -> bool:
+        """An engage or restore whose first step is a notify mails the admins itself; a
+        transition mail saying the same a moment earlier would only double their inbox
+        (and delay the first step: BENCHMARKS.md)."""
+        steps = {"engaging": self.policy.engage, "restoring": self.policy.restore}.get(dest)
+        return bool(steps) and steps[0].kind == "notify"
 
     def mail(self, subject_state: str, text: str) -> None:
         """Mail the admins (if the policy has a notify block); failures are spooled, not raised."""

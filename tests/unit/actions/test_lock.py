@@ -75,3 +75,12 @@ def test_relative_file_is_taken_from_the_policy_directory(tmp_path: Path) -> Non
     ctx.policy = SimpleNamespace(path=tmp_path / "policy.yaml")
     Lock({"state": "present", "file": "engage.lock"}).apply(ctx)
     assert (tmp_path / "engage.lock").exists()
+
+
+def test_plan_on_a_fresh_host_where_state_dir_is_still_to_be_created(tmp_path):
+    ctx = Context(policy_name="t", state_dir=tmp_path / "not-yet", step_id="engage[0]",
+                  secret=lambda name: tmp_path / name, log=lambda m: None)
+    plan = Lock({"state": "present"}).plan(ctx)
+    assert plan.problem is None and not plan.done
+    elsewhere = Lock({"state": "present", "file": str(tmp_path / "missing" / "x.lock")})
+    assert "does not exist" in elsewhere.plan(ctx).problem

@@ -185,3 +185,16 @@ def test_run_forever_stops_on_the_event_and_keeps_the_schedule(world):
     assert engine.record.cycles == 5
     saved = StateStore(engine.policy.state_dir).load()
     assert saved.cycles == 5 and saved.last_cycle
+
+
+def test_no_duplicate_engaging_mail_when_the_engage_starts_with_its_own_notify(
+        tmp_path, https_server, http_server, pki, smtp_sink):
+    policy = make_policy(tmp_path, https_server, http_server, pki, smtp_sink)
+    policy.engage.insert(0, Step("notify", {"message": "engaging now"}, on_error="continue",
+                                 where="engage[0]"))
+    engine = Engine(policy, StateStore(policy.state_dir))
+    engine.engage(manual=True)
+    subjects = [m["Subject"] for m in smtp_sink.messages]
+    assert any(s.endswith(": engaging now") for s in subjects)
+    assert not any(s.startswith("[mon] engaging:") for s in subjects)
+    assert any(s.startswith("[mon] engaged:") for s in subjects)
