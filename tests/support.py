@@ -10,21 +10,9 @@ from pathlib import Path
 
 import pytest
 
-LOOPBACK = "127.0.0.1"
+from engine.drillkit.ports import LOOPBACK, free_port  # noqa: F401 - re-exported for tests
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port that is free on loopback right now (also free for UDP in practice)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-        tcp.bind((host, 0))
-        port = tcp.getsockname()[1]
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        try:
-            udp.bind((host, port))
-        except OSError:
-            return free_port(host)
-    return port
 
 
 def require_binary(name: str, *extra_dirs: str) -> str:

@@ -43,7 +43,8 @@ import dns.message
 import dns.query
 import dns.rdatatype
 
-LOOPBACK = "127.0.0.1"
+from engine.drillkit.ports import LOOPBACK, free_port  # noqa: F401 - part of this module's API
+
 _SBIN = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/bin"])
 
 
@@ -57,20 +58,6 @@ def find_binary(name: str) -> str:
     if not found:
         raise NamedError(f"{name} is not installed (Debian: apt-get install bind9 bind9-dnsutils)")
     return found
-
-
-def free_port() -> int:
-    """A port free on loopback for both TCP and UDP right now."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((LOOPBACK, 0))
-            port = tcp.getsockname()[1]
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            try:
-                udp.bind((LOOPBACK, port))
-            except OSError:
-                continue
-        return port
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import socket
 import ssl
 import threading
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-LOOPBACK = "127.0.0.1"
+from engine.drillkit.ports import LOOPBACK, free_port
 
 
 @dataclass(frozen=True)
@@ -56,12 +55,6 @@ class _Handler:
             )
             self.sink._lock.notify_all()
         return "250 2.0.0 OK: queued in the drill sink"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
 
 
 class SmtpSink:
@@ -114,7 +107,7 @@ class SmtpSink:
         if self._controller is not None:
             return self
         if not self.port:
-            self.port = _free_port()
+            self.port = free_port()
         params: dict[str, Any] = {}
         if self._tls is not None:
             params["tls_context"] = self._tls
