@@ -13,6 +13,8 @@ A cycle that overruns its interval makes the monitor skip the slots it missed (b
 design), which fails both goals at 10 ms whenever the cycle itself takes about 10 ms.
 So the same checks also run at 50 ms, an interval the cycle fits in (the scheduler on
 its own), and `slot-offset-p99` says how far after its slot boundary a cycle starts.
+`fsyncs-per-cycle` counts the fsync calls of one cycle (the metrics file, rewritten every
+cycle, is no longer fsynced since a what-if here priced it at 0.87–0.94× of the cycle).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import Bench, Result, percentile, ratio_result
+from bench.common import Bench, Result, percentile
 from bench.world import LoopbackWorld
 
 NAME = "drift"
@@ -104,51 +106,6 @@ def _fsyncs_per_cycle(policy: Path, state_dir: Path, cycles: int = 20) -> float:
     return calls[0] / cycles
 
 
-def _what_if_blocks(policy: Path, work: Path, block: int, pairs: int) -> Result:
-    """Cycle p50 with the metrics file written without fsync, against the shipped code.
-
-    Blocks of `block` cycles alternate (what-if, shipped, what-if, shipped …) so both
-    sides see the same machine; the ratio is the median of the per-pair ratios of the
-    blocks' median cycle durations.
-    """
-    import engine.metrics
-
-    what_if: list[float] = []
-    shipped: list[float] = []
-    for pair in range(pairs + 1):  # the first pair is a warm-up
-        original = _no_fsync_metrics()
-        try:
-            durations: list[float] = []
-            run_monitor(policy, work / f"what-if-{pair}", block, durations)
-        finally:
-            engine.metrics.write_metrics = original  # type: ignore[assignment]
-        base: list[float] = []
-        run_monitor(policy, work / f"shipped-{pair}", block, base)
-        if pair:
-            what_if.append(percentile(durations, 50) * 1000)
-            shipped.append(percentile(base, 50) * 1000)
-    return ratio_result("drift.what-if-metrics-no-fsync.cycle-p50 [ms]", what_if, shipped, None)
-
-
-def _no_fsync_metrics() -> object:
-    """What-if: the metrics file replaced atomically but without fsync (a proposal)."""
-    import os
-
-    import engine.metrics
-
-    original = engine.metrics.write_metrics
-
-    def write_metrics(path, text):  # type: ignore[no-untyped-def]
-        path = Path(path)
-        temp = path.with_name(f".{path.name}.tmp")
-        temp.write_text(text)
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-
-    engine.metrics.write_metrics = write_metrics
-    return original
-
-
 def run(bench: Bench) -> list[Result]:
     cycles = 300 if bench.quick else 2000
     work = Path(tempfile.mkdtemp(prefix="drift-", dir=bench.work))
@@ -163,8 +120,6 @@ def run(bench: Bench) -> list[Result]:
         slow = world.write_policy(work / "world" / "slow.yaml", interval="50ms")
         slow_cycles = 100 if bench.quick else 400
         slow_starts, _, _ = run_monitor(slow, work / "slow", slow_cycles)
-        what_if = _what_if_blocks(policy, work, block=50 if bench.quick else 100,
-                                  pairs=bench.runs)
     finally:
         world.stop()
     mean_period, worst_lag, late = schedule_figures(starts, INTERVAL)
@@ -191,7 +146,6 @@ def run(bench: Bench) -> list[Result]:
                len(durations), None),
         Result("drift.slot-offset-p99 [ms]", percentile(offsets, 99), INTERVAL * 1000,
                percentile(offsets, 99) / (INTERVAL * 1000), None, None, len(offsets), None),
-        what_if,
         Result("drift.fsyncs-per-cycle [calls]", fsyncs, None, None, None, None, 20, None),
     ]
     slow_period, slow_lag, slow_late = schedule_figures(slow_starts, SLOW_INTERVAL)

@@ -147,10 +147,7 @@ def run(bench: Bench) -> list[Result]:
                   f"{(first + second) // 2}, {rss2:.1f} MB at {second}; {done} cycles in "
                   f"{t2 - t1:.1f} s; CPU {per_cycle * 1000:.2f} ms per cycle")
         idle_rate, idle_rss = idle_cpu(slow, work, "idle", idle_seconds)
-        tick_rate, _ = idle_cpu(slow, work, "tick", idle_seconds, tick=1.0)
         per_hour = 360 * per_cycle + 3600 * idle_rate
-        bench.say(f"  what-if TICK = 1 s: idle {tick_rate * 1000:.2f} ms CPU per second "
-                  f"({tick_rate * 3600:.1f} s/h)")
         bench.say(f"  idle monitor: {idle_rate * 1000:.2f} ms CPU per second "
                   f"({idle_rate * 3600:.1f} s/h); RSS {idle_rss:.1f} MB; CPU at a 10 s interval: "
                   f"{360 * per_cycle:.1f} s/h cycling + {3600 * idle_rate:.1f} s/h idling")
@@ -167,8 +164,5 @@ def run(bench: Bench) -> list[Result]:
         Result("footprint.cpu-per-hour-at-10s [s]", per_hour, None, None, None, None, done,
                None),
         Result("footprint.idle-cpu-per-hour [s]", idle_rate * 3600, None, None, None, None, 1,
-               None),
-        Result("footprint.what-if-tick-1s.idle-cpu-per-hour [s]", tick_rate * 3600,
-               idle_rate * 3600, tick_rate / idle_rate if idle_rate else None, None, None, 1,
                None),
     ]
