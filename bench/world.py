@@ -149,8 +149,7 @@ class LoopbackWorld:
             "restore": [{"lock": {"state": "absent"}}],
         }
         path.write_text(yaml.safe_dump(policy, sort_keys=False))
-        # The state dir exists on an installed host; `dry-run` of the lock step says it
-        # would fail without it (the engine creates it on first use).
+        # The state dir exists on an installed host (and the engine creates it on first use).
         (path.parent / state_dir).mkdir(mode=0o700, exist_ok=True)
         self.write_inputs()
         return path
