@@ -94,7 +94,7 @@ class Monitor:
         record.last_outcome = line
         record.last_cycle = now
         self._advance(verdict, tally, line)
-        self.engine.save()
+        self.engine.save(durable=False)  # transitions and runs already saved durably
         self._write_metrics()
         return line
 

@@ -48,9 +48,9 @@ class Engine:
         self.runner = Runner(policy, self.store, self.record, stop=self.stop)
 
     # -- persistence and notifications ----------------------------------------------
-    def save(self) -> None:
-        """Write the record to the state file (atomically)."""
-        self.store.save(self.record)
+    def save(self, *, durable: bool = True) -> None:
+        """Write the record to the state file (atomically; see StateStore.save)."""
+        self.store.save(self.record, durable=durable)
 
     def _on_change(self, source: str, dest: str, trigger: str) -> None:
         event(log, "state.changed", f"state {source} → {dest} ({trigger})",

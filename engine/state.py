@@ -112,10 +112,12 @@ class StateStore:
                 f"{self.path}: the state file is damaged ({exc}); move it aside to start fresh"
             ) from None
 
-    def save(self, state: EngineState) -> None:
-        """Replace the state file atomically."""
+    def save(self, state: EngineState, *, durable: bool = True) -> None:
+        """Replace the state file atomically; `durable` also fsyncs it (transitions, the
+        journal). A routine cycle's save need not be: a power cut then costs at most the
+        last few cycles' counts, never a transition or a journalled step."""
         self.ensure_dir()
-        atomic_write(self.path, state.to_json(), mode=0o600)
+        atomic_write(self.path, state.to_json(), mode=0o600, durable=durable)
 
     @contextlib.contextmanager
     def hold(self, role: str) -> Iterator[None]:

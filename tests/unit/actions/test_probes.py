@@ -177,3 +177,22 @@ def test_trickling_server_is_cut_off_at_the_timeout() -> None:
         thread.join(5)
     assert not result.ok
     assert result.detail == "no response within 500ms"
+
+
+def test_tls_context_is_reused_until_a_certificate_file_changes(https_server, pki, tmp_path):
+    import shutil
+
+    cert, key = tmp_path / "client.pem", tmp_path / "client.key"
+    shutil.copy(pki.client.cert, cert)
+    shutil.copy(pki.client.key, key)
+    probe = HttpProbe({"url": https_server.url("/check"), "client_cert": str(cert),
+                       "client_key": str(key), "ca_file": str(pki.ca.cert), "timeout": "2s"})
+    assert probe.check().ok
+    first = probe._context()
+    assert probe._context() is first
+    # A renewed certificate from another CA: picked up at the next check, which now fails.
+    shutil.copy(pki.wrong_client.cert, cert)
+    shutil.copy(pki.wrong_client.key, key)
+    result = probe.check()
+    assert probe._context() is not first
+    assert not result.ok
