@@ -1,7 +1,9 @@
 """The monitor (`failover-engine run`): probe production on a fixed schedule and engage.
 
 Cycles start at `start + k × interval` on the monotonic clock, so the period never
-drifts; a cycle that overruns skips the slots it missed instead of bunching up. Each
+drifts: a cycle that overruns a little is caught up by starting the next one at once, and
+only after a long stall (more than CATCH_UP intervals behind, e.g. a long engage run) are
+the missed slots skipped, so there is never a burst of cycles. Each
 cycle runs the target and the guards concurrently, classifies the result (engine/tally.py)
 and logs one readable line, e.g.
 
@@ -38,12 +40,24 @@ log = logging.getLogger("failover_engine.monitor")
 # How often an idle monitor looks for requests and the pause switch: a second is what
 # the CLI promises, and a shorter tick cost 5 s of CPU per hour (BENCHMARKS.md).
 TICK = 1.0
+# How many intervals behind the schedule the monitor still catches up rather than skips.
+CATCH_UP = 3
 REQUESTS = ("engage", "restore", "reset")
 
 
 def requests_dir(state_dir: Path) -> Path:
     """Where CLI commands drop requests for a running monitor."""
     return state_dir / "requests"
+
+
+def next_slot(slot: int, start: float, interval: float, now: float) -> int:
+    """The schedule slot of the next cycle: the following one, even if it is already due
+    (catching up keeps cycle N at N × interval), unless the monitor fell more than CATCH_UP
+    intervals behind, when it skips to the slot after now instead of firing a burst."""
+    following = slot + 1
+    if now - (start + following * interval) > CATCH_UP * interval:
+        return int((now - start) / interval) + 1
+    return following
 
 
 class Monitor:
@@ -239,8 +253,7 @@ class Monitor:
             if max_cycles is not None and done >= max_cycles:
                 break
             interval = self.policy.monitor.interval
-            now = time.monotonic()
-            slot = max(slot + 1, int((now - start) / interval) + 1)
+            slot = next_slot(slot, start, interval, time.monotonic())
             next_start = start + slot * interval
             while not stop.is_set():
                 remaining = next_start - time.monotonic()

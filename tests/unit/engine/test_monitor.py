@@ -198,3 +198,15 @@ def test_no_duplicate_engaging_mail_when_the_engage_starts_with_its_own_notify(
     assert any(s.endswith(": engaging now") for s in subjects)
     assert not any(s.startswith("[mon] engaging:") for s in subjects)
     assert any(s.startswith("[mon] engaged:") for s in subjects)
+
+
+def test_schedule_catches_up_small_overruns_and_skips_after_a_long_stall():
+    from engine.monitor import CATCH_UP, next_slot
+
+    # On time: the next slot.
+    assert next_slot(4, 0.0, 1.0, 4.2) == 5
+    # Overran a little (slot 5 is already due): still slot 5, started at once.
+    assert next_slot(4, 0.0, 1.0, 5.5) == 5
+    # A long stall: skip to the slot after now, no burst of missed cycles.
+    stalled = 5 + CATCH_UP + 2.5
+    assert next_slot(4, 0.0, 1.0, stalled) == int(stalled) + 1
