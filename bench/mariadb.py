@@ -25,14 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import BenchError, which
-
-LOOPBACK = "127.0.0.1"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
+from engine.drillkit.ports import LOOPBACK, free_port
 
 
 class Server:
@@ -40,7 +33,7 @@ class Server:
 
     def __init__(self, base: Path, buffer_pool: str = "512M") -> None:
         self.base = base
-        self.port = _free_port()
+        self.port = free_port()
         self.password = "bench-" + secrets.token_hex(12)
         self.buffer_pool = buffer_pool
         self.process: subprocess.Popen | None = None
