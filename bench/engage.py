@@ -103,13 +103,13 @@ def _dir_fsync_on_create_only(active: bool) -> Iterator[None]:
 
     shipped = engine.fsutil.atomic_write
 
-    def atomic_write(path, data, mode=0o600):  # type: ignore[no-untyped-def]
+    def atomic_write(path, data, mode=0o600, *, durable=True):  # type: ignore[no-untyped-def]
         if not Path(path).exists():
-            return shipped(path, data, mode)
+            return shipped(path, data, mode, durable=durable)
         fsync_dir = engine.fsutil.fsync_dir
         engine.fsutil.fsync_dir = lambda directory: None
         try:
-            return shipped(path, data, mode)
+            return shipped(path, data, mode, durable=durable)
         finally:
             engine.fsutil.fsync_dir = fsync_dir
 
