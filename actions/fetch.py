@@ -52,6 +52,7 @@ import paramiko
 from actions.base import Context, Outcome, Plan
 from engine.errors import StepError
 from engine.fsutil import ensure_private_dir, fsync_dir, private_temp
+from engine.secrets import require_secret_file
 
 _REMOTE = re.compile(r"^(?P<user>[^@/\s]+)@(?P<host>[^/:\s]+):(?P<path>.+)$")
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -86,22 +87,7 @@ def parse_source(source: str) -> Remote | None:
 
 def check_private_key_file(path: Path, what: str = "identity") -> None:
     """Refuse a private key that is missing, not ours, or readable by group or others."""
-    try:
-        st = path.stat()
-    except OSError as exc:
-        raise StepError(f"fetch: {what} {path} cannot be read: {exc.strerror}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise StepError(f"fetch: {what} {path} is not a regular file")
-    if st.st_uid != os.geteuid():
-        raise StepError(
-            f"fetch: {what} {path} is owned by uid {st.st_uid}, not by this user "
-            f"(uid {os.geteuid()}); chown it"
-        )
-    if st.st_mode & 0o077:
-        raise StepError(
-            f"fetch: {what} {path} has mode {stat.S_IMODE(st.st_mode):04o}; a private key "
-            f"must be 0600 or 0400 (chmod 600 {path})"
-        )
+    require_secret_file(path, f"fetch: {what}:")
 
 
 def read_sidecar(text: str, where: str) -> str:

@@ -18,12 +18,12 @@ runner checks this too; checking again here costs nothing and keeps tests honest
 from __future__ import annotations
 
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engine.errors import StepError
+from engine.secrets import require_secret_file
 
 GROUPS = ("client", "client-server", "client-mariadb")
 
@@ -63,17 +63,7 @@ class ClientOptions:
 
 def check_mode(path: Path) -> None:
     """Refuse an option file that group or others may read or write (0640 and 0604 alike)."""
-    try:
-        info = path.stat()
-    except OSError as exc:
-        raise StepError(f"option file {path}: cannot read it ({exc.strerror})") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise StepError(f"option file {path} is not a regular file")
-    if info.st_mode & 0o077:
-        raise StepError(
-            f"option file {path} has mode {stat.S_IMODE(info.st_mode):04o}; it holds a password:"
-            f" chmod 600 {path}"
-        )
+    require_secret_file(path, "MariaDB option file:")
 
 
 def _unquote(value: str) -> str:

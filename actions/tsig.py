@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import dns.name
 import dns.tsig
 
 from engine.errors import StepError
+from engine.secrets import require_secret_file
 
 # BIND algorithm names → dnspython's; the first three are accepted by default.
 STRONG = {
@@ -93,16 +93,7 @@ def parse_key_file(path: str | Path) -> KeyFile:
 
 def check_mode(path: str | Path) -> None:
     """Refuse a key file that group or others may read or write (mode must be 0600 or 0400)."""
-    path = Path(path)
-    try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-    except OSError as exc:
-        raise StepError(f"TSIG key file {path}: cannot read it ({exc.strerror})") from None
-    if mode & 0o077:
-        raise StepError(
-            f"TSIG key file {path} is mode {mode:04o}, open to group or others;"
-            f" run `chmod 600 {path}`"
-        )
+    require_secret_file(path, "TSIG key file:")
 
 
 def load_key(path: str | Path, *, allow_weak_algorithm: bool = False) -> dns.tsig.Key:

@@ -62,6 +62,18 @@ def check_secret_file(path: str | Path) -> str | None:
     return None
 
 
+def require_secret_file(path: str | Path, what: str) -> None:
+    """Raise StepError("<what>: <problem>") when the secret file at `path` is unusable.
+
+    For actions that are handed a path directly (an SSH identity, an option file, a TSIG
+    key): the same checks as the policy's `secrets`, one wording everywhere."""
+    from engine.errors import StepError
+
+    problem = check_secret_file(path)
+    if problem is not None:
+        raise StepError(f"{what} {problem}")
+
+
 class SecretStore:
     """Checked paths of the policy's secret files, by secret name."""
 

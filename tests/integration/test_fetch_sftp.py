@@ -169,7 +169,8 @@ def test_group_readable_identity_refused(
     shutil.copyfile(sshd_server.identity, loose)
     os.chmod(loose, 0o640)
     step = _step(sshd_server, remote_dump, tmp_path / "work", identity=str(loose))
-    with pytest.raises(StepError, match="has mode 0640; a private key must be 0600 or 0400"):
+    with pytest.raises(StepError,
+                       match=r"fetch: identity: .*: mode 0640 lets group or others access"):
         step.apply(_ctx(tmp_path, []))
 
 
@@ -225,7 +226,7 @@ def test_host_problems(sshd_server: SshServer, remote_dump: Path, tmp_path: Path
         identity=str(loose), known_hosts=str(tmp_path / "none"),
     ).host_problems(ctx)
     assert len(problems) == 2
-    assert "has mode 0604" in problems[0] and "cannot be read" in problems[1]
+    assert "mode 0604 lets group or others" in problems[0] and "cannot be read" in problems[1]
 
 
 def test_zipped_dump_fetched_unzipped_archived(
