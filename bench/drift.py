@@ -33,9 +33,9 @@ SLOW_INTERVAL = 0.050
 def run_monitor(policy_path: Path, state_dir: Path, cycles: int,
                 durations: list[float] | None = None) -> tuple[list[float], list[float], int]:
     """(cycle start times, target probe latencies, failed probes) of `cycles` cycles."""
+    from engine.failover import Engine
     from engine.monitor import Monitor
     from engine.policy import load_policy
-    from engine.service import Engine
 
     policy = load_policy(policy_path, state_dir=state_dir)
     engine = Engine(policy, send_mail=False)

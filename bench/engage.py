@@ -1,6 +1,6 @@
 """engage: an engage of a loopback policy in-process, against a bare script doing the same.
 
-Ours: `engine.service.Engine(policy).engage(manual=True)` on a policy whose engage is
+Ours: `engine.failover.Engine(policy).engage(manual=True)` on a policy whose engage is
 notify (to an aiosmtpd sink) → check_dump_age → disable_cron → nsupdate (a loopback
 `named`, TSIG, prerequisite) → lock, timed from the call to the moment the lock step's
 apply() returned (the lock is on disk). Everything the engine adds is inside: the
@@ -61,8 +61,8 @@ class Ours:
         _watch_lock(self)
 
     def __call__(self) -> float:
+        from engine.failover import Engine
         from engine.policy import load_policy
-        from engine.service import Engine
 
         self.count += 1
         state = self.work / f"state-{self.tag}-{self.count}"

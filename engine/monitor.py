@@ -29,9 +29,10 @@ from actions import registry
 from actions.base import ProbeResult
 from engine.durations import parse_duration
 from engine.errors import FailoverError
+from engine.failover import Engine
 from engine.logs import event
+from engine.paths import paused_flag
 from engine.policy import Policy
-from engine.service import Engine, paused_flag
 from engine.state import isotime, parse_isotime, utcnow
 from engine.tally import Cycle, Tally, classify
 

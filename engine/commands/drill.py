@@ -146,9 +146,9 @@ def main(args: argparse.Namespace) -> int:
 
 def _run(path: Path, work: Path, start: float, production: Any, sink: Any, lab: Any) -> int:
     from engine.commands import preflight
+    from engine.failover import Engine
     from engine.monitor import Monitor, requests_dir
     from engine.policy import load_policy
-    from engine.service import Engine
     from engine.state import StateStore
 
     policy = load_policy(path)

@@ -12,11 +12,12 @@ from collections.abc import Callable
 
 from engine.commands import load, preflight
 from engine.errors import FailoverError, LockHeld
+from engine.failover import Engine
 from engine.fsutil import atomic_write, ensure_private_dir
 from engine.monitor import requests_dir
+from engine.paths import paused_flag
 from engine.policy import Policy
 from engine.runner import RunReport
-from engine.service import Engine, paused_flag
 from engine.state import StateStore, isotime
 
 PICKUP_TIMEOUT = 15.0

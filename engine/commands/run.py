@@ -12,9 +12,9 @@ import signal
 import threading
 
 from engine.commands import load, preflight
+from engine.failover import Engine
 from engine.monitor import Monitor
 from engine.policy import Policy
-from engine.service import Engine
 from engine.state import StateStore
 
 log = logging.getLogger("failover_engine.monitor")

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from engine.failover import Engine
 from engine.monitor import Monitor, requests_dir
+from engine.paths import paused_flag
 from engine.policy import MonitorSpec, Policy, ProbeSpec, Step
-from engine.service import Engine, paused_flag
 from engine.state import StateStore
 
 

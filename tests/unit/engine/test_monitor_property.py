@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actions.base import ProbeResult
+from engine.failover import Engine
 from engine.monitor import Monitor
 from engine.policy import MonitorSpec, Policy, ProbeSpec, Step
-from engine.service import Engine
 from tests.unit.engine.test_tally import _first_engage_expected
 
 OUTCOMES = {  # cycle → (target ok, guard ok)

@@ -1,4 +1,4 @@
-"""The engine for one policy: the state machine, the runner and the mail, tied together.
+"""The failover engine for one policy: the state machine, the runner and the mail, tied together.
 
 `Engine` is what `run`, `engage`, `restore`, `reset`, `pause` and `resume` drive. It owns
 the EngineState record, fires the machine's transitions, runs the engage and restore
@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import timedelta
-from pathlib import Path
 
 from engine.errors import FailoverError
 from engine.logs import event
@@ -189,7 +188,3 @@ class Engine:
         self.record.window = []
         self.record.production_back = False
 
-
-def paused_flag(state_dir: Path) -> Path:
-    """The maintenance switch file: while it exists the engine stays paused."""
-    return state_dir / "paused"
