@@ -4,22 +4,37 @@
 their `$id`, never from the network); `schema_problems()` collects every jsonschema error
 and turns it into a `Finding` (line, column, dotted key path, a message in plain words:
 unknown keys with the allowed ones, unknown step kinds, bad durations, wrong types).
+
+The step and probe kinds are assembled at load time: each kind of `actions/registry.py`
+gets `{"$ref": "steps/<kind>.json"}` (or `probes/<kind>.json`) in the main schema's
+`$defs.step` (`$defs.probe`), so a new kind is its registry line and its fragment. The
+committed policy.schema.json carries the same list for editors and other JSON Schema
+tools; `python -m engine.schemacheck --write` regenerates it and a test fails when it is
+stale. Fragments also declare what the engine must know about a kind besides validation:
+`x-path` (a path resolved against the policy's directory), `x-writes` ("file" or "dir":
+what the step writes, read by engine/render.py for the unit's writable paths),
+`x-secret-refs`, and `default` on a common option (notify's `on_error: continue`).
 """
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import re
+import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urldefrag, urljoin
 
+from engine import resources
 from engine.errors import PolicyError
-from engine.resources import schema_dir
 from engine.yamlsource import Source, dotted
 
-SCHEMA_DIR = schema_dir()
+# The shipped schema directory; `load_schemas()` reads resources.schema_dir() at call time,
+# which FAILOVER_ENGINE_SCHEMA_DIR may point elsewhere.
+SCHEMA_DIR = resources.default_schema_dir()
 SCHEMA_BASE = "https://failover-engine.invalid/schemas/"
 MAIN_SCHEMA = SCHEMA_BASE + "policy.schema.json"
 _DURATION_HINT = "is not a duration (use e.g. 30s, 10m, 7h)"
@@ -44,6 +59,7 @@ class Schemas:
     # Documents some $ref names but no file provides (a fragment not written yet, or a
     # broken install). They validate anything; `schema_problems` reports their use instead.
     missing: frozenset[str] = frozenset()
+    directory: Path = SCHEMA_DIR
 
     def fragment(self, relative: str) -> dict[str, Any]:
         """The schema `schemas/<relative>` (e.g. "steps/lock.json"), or {} when absent."""
@@ -71,10 +87,87 @@ class Schemas:
         names = main.get("$defs", {}).get(definition, {}).get("propertyNames", {})
         return list(names.get("enum", []))
 
+    def writes(self, relative: str) -> dict[str, str]:
+        """Property → "file" or "dir" for each property of a fragment marked `x-writes`.
 
-@functools.lru_cache(maxsize=4)
-def load_schemas(schema_dir: Path = SCHEMA_DIR) -> Schemas:
-    """Load every *.json under `schema_dir` by its `$id` into a registry (no network access)."""
+        "file": the step creates, replaces, moves or removes the file the property names,
+        so that file's directory must be writable; "dir": the step writes into the
+        directory the property names.
+        """
+        properties = self.fragment(relative).get("properties") or {}
+        return {name: sub["x-writes"] for name, sub in properties.items()
+                if isinstance(sub, dict) and sub.get("x-writes") in WRITE_KINDS}
+
+    def option_default(self, kind: str, option: str) -> Any:
+        """The default of a common step option for `kind`: the kind's fragment's own
+        `default` for it (notify: on_error continue), else common.json's, else None."""
+        own = (self.fragment(f"steps/{kind}.json").get("properties") or {}).get(option)
+        if isinstance(own, dict) and "default" in own:
+            return own["default"]
+        common = self.fragment("steps/common.json").get("$defs", {}).get("options", {})
+        shared = (common.get("properties") or {}).get(option)
+        return shared.get("default") if isinstance(shared, dict) else None
+
+
+WRITE_KINDS = ("file", "dir")
+# (main schema definition, fragment folder, registry table) for each kind of thing.
+_KIND_TABLES = (("step", "steps", "STEP_KINDS"), ("probe", "probes", "PROBE_KINDS"))
+
+
+def registered_kinds() -> dict[str, list[str]]:
+    """The step and probe kinds of actions/registry.py, in registry order."""
+    from actions import registry
+
+    return {definition: list(getattr(registry, table)) for definition, _, table in _KIND_TABLES}
+
+
+def assemble_main(main: dict[str, Any], kinds: dict[str, Sequence[str]]) -> dict[str, Any]:
+    """The main schema with `$defs.step` and `$defs.probe` listing `kinds` (a copy).
+
+    Each kind is allowed by name (`propertyNames.enum`, in the given order) and its
+    options are checked by its fragment (`properties.<kind>.$ref`). A kind's entry keeps
+    any other keys it has (a short `description` for editors); a new kind needs none.
+    """
+    assembled = copy.deepcopy(main)
+    for definition, folder, _ in _KIND_TABLES:
+        node = assembled.setdefault("$defs", {}).setdefault(definition, {})
+        names = list(kinds.get(definition, ()))
+        before = node.get("properties") if isinstance(node.get("properties"), dict) else {}
+        node["propertyNames"] = {"enum": names}
+        node["properties"] = {
+            name: {"$ref": f"{folder}/{name}.json",
+                   **{k: v for k, v in (before.get(name) or {}).items() if k != "$ref"}}
+            for name in names
+        }
+    return assembled
+
+
+def fragment_kinds(by_id: dict[str, Any], folder: str) -> list[str]:
+    """Kinds that have a fragment in `folder` ("steps" or "probes"): the files whose
+    `title` is their own name (common.json holds shared definitions, not a kind)."""
+    found = []
+    for schema_id, document in by_id.items():
+        relative = schema_id.removeprefix(SCHEMA_BASE)
+        match = re.fullmatch(rf"{folder}/([A-Za-z0-9_]+)\.json", relative)
+        if match and isinstance(document, dict) and document.get("title") == match.group(1):
+            found.append(match.group(1))
+    return sorted(found)
+
+
+def load_schemas(schema_dir: Path | None = None) -> Schemas:
+    """Load every *.json under `schema_dir` (default: resources.schema_dir()) by its `$id`
+    into a registry (no network access), with the registry's kinds assembled in."""
+    directory = Path(schema_dir) if schema_dir is not None else resources.schema_dir()
+    return _load_schemas(directory, _frozen(registered_kinds()))
+
+
+def _frozen(kinds: dict[str, list[str]]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    return tuple((definition, tuple(names)) for definition, names in sorted(kinds.items()))
+
+
+@functools.lru_cache(maxsize=8)
+def _load_schemas(schema_dir: Path,
+                  kinds: tuple[tuple[str, tuple[str, ...]], ...]) -> Schemas:
     from jsonschema import Draft202012Validator
     from referencing import Registry, Resource
     from referencing.jsonschema import DRAFT202012
@@ -96,6 +189,7 @@ def load_schemas(schema_dir: Path = SCHEMA_DIR) -> Schemas:
         by_id[schema_id] = contents
     if MAIN_SCHEMA not in by_id:
         raise PolicyError([f"{schema_dir}/policy.schema.json: missing (a broken install)"])
+    by_id[MAIN_SCHEMA] = assemble_main(by_id[MAIN_SCHEMA], dict(kinds))
     missing = frozenset(_referenced_documents(by_id) - set(by_id))
     # A registry without `retrieve` never fetches anything: an unknown $ref is an error.
     registry = Registry().with_resources(
@@ -103,8 +197,11 @@ def load_schemas(schema_dir: Path = SCHEMA_DIR) -> Schemas:
          for sid, doc in by_id.items()]
         + [(sid, DRAFT202012.create_resource({})) for sid in missing]
     )
-    validator = Draft202012Validator(by_id[MAIN_SCHEMA], registry=registry)
-    return Schemas(by_id=by_id, validator=validator, missing=missing)
+    from engine.schemakeywords import extend_validator
+
+    # x-duration, x-cron and x-path are checked by the code the engine runs on them.
+    validator = extend_validator(Draft202012Validator)(by_id[MAIN_SCHEMA], registry=registry)
+    return Schemas(by_id=by_id, validator=validator, missing=missing, directory=schema_dir)
 
 
 def _referenced_documents(by_id: dict[str, Any]) -> set[str]:
@@ -140,7 +237,7 @@ def schema_problems(source: Source, schemas: Schemas) -> list[Finding]:
     except Unresolvable as exc:  # a $ref into a document that exists but lacks the anchor
         ref = getattr(exc, "ref", None) or str(exc)
         findings.append(Finding(1, 1, "(schema)", f"cannot validate: schema reference {ref!r} "
-                                f"does not resolve in {SCHEMA_DIR} (a broken install)"))
+                                f"does not resolve in {schemas.directory} (a broken install)"))
     findings.extend(_missing_fragment_uses(source, schemas))
     return findings
 
@@ -164,7 +261,7 @@ def _missing_fragment_uses(source: Source, schemas: Schemas) -> list[Finding]:
         if SCHEMA_BASE + relative in schemas.missing:
             line, col = source.position(path, key=True)
             findings.append(Finding(line, col, dotted(path), f"cannot check {what}: "
-                                    f"{SCHEMA_DIR / relative} is missing (an incomplete install)"))
+                                    f"{schemas.directory / relative} is missing (an incomplete install)"))
     return findings
 
 
@@ -360,3 +457,40 @@ def iter_steps(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], str, dict[st
                 ((kind, options),) = item.items()
                 found.append(((*at, index), kind, options if isinstance(options, dict) else {}))
     return found
+
+
+# --- the committed main schema ------------------------------------------------------------
+
+
+def stale_main_schema(schema_dir: Path | None = None) -> tuple[Path, str] | None:
+    """(path, the text it should have) when the committed policy.schema.json does not list
+    exactly the registry's kinds, else None."""
+    directory = Path(schema_dir) if schema_dir is not None else resources.schema_dir()
+    path = directory / "policy.schema.json"
+    committed = json.loads(path.read_text(encoding="utf-8"))
+    wanted = assemble_main(committed, registered_kinds())
+    if wanted == committed:
+        return None
+    return path, json.dumps(wanted, indent=2)
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    """`python -m engine.schemacheck [--write]`: check (or rewrite) policy.schema.json's
+    list of step and probe kinds against actions/registry.py."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    stale = stale_main_schema()
+    if stale is None:
+        print("policy.schema.json lists the registry's step and probe kinds")
+        return 0
+    path, text = stale
+    if args == ["--write"]:
+        path.write_text(text, encoding="utf-8")
+        print(f"{path}: step and probe kinds rewritten from actions/registry.py")
+        return 0
+    print(f"{path}: stale list of step or probe kinds; run "
+          "`python -m engine.schemacheck --write`", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
