@@ -12,49 +12,53 @@ The machine is named after the policy, so its errors say which policy they conce
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from transitions import Machine, MachineError
 
 from engine.errors import FailoverError
 from engine.state import EngineState, isotime
+from engine.states import State
 
-STATES = ["watching", "suspect", "engaging", "engaged", "restoring", "aborted", "paused"]
+STATES = list(State)
+# Short aliases so each transition reads on one line.
+W, SU, EG, ED, RS, AB, PA = (State.WATCHING, State.SUSPECT, State.ENGAGING, State.ENGAGED,
+                             State.RESTORING, State.ABORTED, State.PAUSED)
 
-TRANSITIONS = [
-    {"trigger": "probe_failed", "source": ["watching", "suspect"], "dest": "suspect"},
-    {"trigger": "probe_ok", "source": ["watching", "suspect"], "dest": "watching"},
-    {"trigger": "engage", "source": ["watching", "suspect", "paused"], "dest": "engaging"},
-    {"trigger": "engaged", "source": "engaging", "dest": "engaged"},
-    {"trigger": "restore", "source": ["engaged", "aborted"], "dest": "restoring"},
-    {"trigger": "restored", "source": "restoring", "dest": "watching"},
-    {"trigger": "abort", "source": ["engaging", "restoring"], "dest": "aborted"},
-    {"trigger": "reset", "source": "aborted", "dest": "engaged",
-     "conditions": "aborted_in_restore"},
-    {"trigger": "reset", "source": "aborted", "dest": "watching"},
-    {"trigger": "pause", "source": ["watching", "suspect"], "dest": "paused"},
-    {"trigger": "resume", "source": "paused", "dest": "watching"},
+TRANSITIONS: list[dict[str, Any]] = [
+    {"trigger": "probe_failed", "source": [W, SU], "dest": SU},
+    {"trigger": "probe_ok", "source": [W, SU], "dest": W},
+    {"trigger": "engage", "source": [W, SU, PA], "dest": EG},
+    {"trigger": "engaged", "source": EG, "dest": ED},
+    {"trigger": "restore", "source": [ED, AB], "dest": RS},
+    {"trigger": "restored", "source": RS, "dest": W},
+    {"trigger": "abort", "source": [EG, RS], "dest": AB},
+    {"trigger": "reset", "source": AB, "dest": ED, "conditions": "aborted_in_restore"},
+    {"trigger": "reset", "source": AB, "dest": W},
+    {"trigger": "pause", "source": [W, SU], "dest": PA},
+    {"trigger": "resume", "source": PA, "dest": W},
 ]
 
 # Which command moves the machine out of each state, for error messages.
 _HINTS = {
-    "engaging": "an engage is in progress (or was interrupted: start the engine to resume it)",
-    "restoring": "a restore is in progress (or was interrupted: run `restore` to resume it)",
-    "aborted": "fix the cause, then run `failover-engine reset` (or `restore` to roll back)",
-    "engaged": "the failover is engaged; run `failover-engine restore` when production is back",
-    "paused": "maintenance mode; run `failover-engine resume`",
+    EG: "an engage is in progress (or was interrupted: start the engine to resume it)",
+    RS: "a restore is in progress (or was interrupted: run `restore` to resume it)",
+    AB: "fix the cause, then run `failover-engine reset` (or `restore` to roll back)",
+    ED: "the failover is engaged; run `failover-engine restore` when production is back",
+    PA: "maintenance mode; run `failover-engine resume`",
 }
 
 
 class Lifecycle:
     """The machine's model: mirrors its state into an EngineState and reports each change."""
 
-    state: str
+    state: State
 
     def __init__(
         self,
         policy_name: str,
         record: EngineState,
-        on_change: Callable[[str, str, str], None] | None = None,
+        on_change: Callable[[State, State, str], None] | None = None,
     ) -> None:
         if record.state not in STATES:
             raise FailoverError(f"state file names an unknown state {record.state!r}")
@@ -65,7 +69,7 @@ class Lifecycle:
             model=self,
             states=STATES,
             transitions=TRANSITIONS,
-            initial=record.state,
+            initial=State(record.state),
             name=policy_name,
             auto_transitions=False,
             after_state_change="_changed",
@@ -78,7 +82,8 @@ class Lifecycle:
         return last.get("phase") == "restore"
 
     def _changed(self, event: object) -> None:
-        source = event.transition.source  # type: ignore[attr-defined]
+        # transitions names an enum state by its member name (WATCHING), not its value.
+        source = State[event.transition.source]  # type: ignore[attr-defined]
         trigger = event.event.name  # type: ignore[attr-defined]
         self.record.state = self.state
         if source != self.state:
@@ -101,6 +106,6 @@ class Lifecycle:
         """Whether `trigger` is allowed from the current state."""
         return any(
             t["trigger"] == trigger
-            and (self.state == t["source"] or self.state in t["source"])
+            and self.state in (t["source"] if isinstance(t["source"], list) else [t["source"]])
             for t in TRANSITIONS
         )

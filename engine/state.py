@@ -1,10 +1,12 @@
 """The engine's state file and its lock.
 
-One JSON file, `<state_dir>/state.json`, holds the machine's state, the failure count,
-the last probe results and the journal of the engage or restore in progress. It is
-replaced atomically (temp + fsync + rename), so a reader never sees half a file and a
-crash leaves the previous version. One process at a time acts as the engine for a
-policy: it holds an exclusive `flock` on `<state_dir>/engine.lock` (`StateStore.hold`).
+One JSON file, `state.json` in the state directory (engine/paths.py), holds the machine's
+state, the failure count, the last probe results and the journal of the engage or restore
+in progress. It is replaced atomically (temp + fsync + rename), so a reader never sees
+half a file and a crash leaves the previous version. One process at a time acts as the engine for a
+policy: it holds an exclusive `flock` on `engine.lock` (`StateStore.hold`), whose text
+is a JSON record of who holds it (`LockHolder`: pid, role, since), so a command can tell
+a running monitor from another command without parsing display text.
 Short commands (`status`, `check`) read the file without the lock.
 """
 from __future__ import annotations
@@ -23,6 +25,8 @@ from typing import Any
 
 from engine.errors import FailoverError, LockHeld
 from engine.fsutil import atomic_write, ensure_private_dir
+from engine.paths import StatePaths
+from engine.states import State, parse_state
 
 STATE_VERSION = 1
 
@@ -46,7 +50,7 @@ def parse_isotime(text: str | None) -> datetime | None:
 class EngineState:
     """Everything the engine must remember across restarts. See README "State file"."""
 
-    state: str = "watching"
+    state: State = State.WATCHING
     since: str = field(default_factory=isotime)
     failures: int = 0
     window: list[bool] = field(default_factory=list)
@@ -73,8 +77,57 @@ class EngineState:
     def from_json(cls, text: str) -> EngineState:
         """Parse a state file; unknown keys (from a newer engine) are ignored."""
         data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        fields = {k: v for k, v in data.items() if k in known}
+        if "state" in fields:
+            fields["state"] = parse_state(fields["state"])
+        return cls(**fields)
+
+
+# The role `failover-engine run` takes the engine lock with: the monitor that picks up
+# requests from the command line (engine/monitor_requests.py).
+MONITOR_ROLE = "run"
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds the engine lock, as written into `engine.lock` by `StateStore.hold`."""
+
+    pid: int | None
+    role: str | None
+    since: str | None
+    text: str | None = None  # the file's raw text when it is not our JSON record
+
+    def __str__(self) -> str:
+        if self.text is not None:
+            return self.text
+        return f"pid {self.pid}, {self.role}, since {self.since}"
+
+    @property
+    def is_monitor(self) -> bool:
+        """True when the holder is the monitor (`failover-engine run`)."""
+        return self.role == MONITOR_ROLE
+
+    def to_json(self) -> str:
+        """The lock file's text."""
+        return json.dumps({"pid": self.pid, "role": self.role, "since": self.since})
+
+    @classmethod
+    def parse(cls, text: str) -> LockHolder:
+        """The record in a lock file; any other text (an older engine's) is kept as is."""
+        text = text.strip()
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if isinstance(data, dict) and isinstance(data.get("role"), str):
+            pid = data.get("pid")
+            since = data.get("since")
+            return cls(pid if isinstance(pid, int) else None, data["role"],
+                       since if isinstance(since, str) else None)
+        return cls(None, None, None, text or "unknown")
 
 
 class StateStore:
@@ -82,9 +135,10 @@ class StateStore:
 
     def __init__(self, state_dir: str | Path) -> None:
         self.state_dir = Path(state_dir)
-        self.path = self.state_dir / "state.json"
-        self.lock_path = self.state_dir / "engine.lock"
-        self.audit_path = self.state_dir / "audit.jsonl"
+        self.paths = StatePaths(self.state_dir)
+        self.path = self.paths.state_file
+        self.lock_path = self.paths.engine_lock
+        self.audit_path = self.paths.audit_log
 
     def ensure_dir(self) -> None:
         """Create the state directory (mode 0700) if it does not exist."""
@@ -130,19 +184,25 @@ class StateStore:
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES):
                     raise
-                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+                holder = LockHolder.parse(os.pread(fd, 400, 0).decode(errors="replace"))
                 raise LockHeld(
                     f"{self.lock_path}: another failover-engine holds this policy's lock "
                     f"({holder}); stop it first, or use pause/resume/status alongside it"
                 ) from None
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()}, {role}, since {isotime()}".encode(), 0)
+            record = LockHolder(os.getpid(), role, isotime())
+            os.pwrite(fd, record.to_json().encode(), 0)
             yield
         finally:
             os.close(fd)  # closing drops the flock
 
     def holder(self) -> str | None:
         """Who holds the engine lock right now ("pid 123, run, since …"), or None."""
+        record = self.lock_holder()
+        return str(record) if record is not None else None
+
+    def lock_holder(self) -> LockHolder | None:
+        """Who holds the engine lock right now, as a record, or None when it is free."""
         try:
             fd = os.open(self.lock_path, os.O_RDONLY)
         except FileNotFoundError:
@@ -151,7 +211,7 @@ class StateStore:
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except OSError:
-                return os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+                return LockHolder.parse(os.pread(fd, 400, 0).decode(errors="replace"))
             fcntl.flock(fd, fcntl.LOCK_UN)
             return None
         finally:
