@@ -85,6 +85,20 @@ class StatePaths:
         """`jobs/<name>.lock`: flock so two runs of a job never overlap."""
         return self.jobs_dir / f"{name}.lock"
 
+    @property
+    def standby_lock(self) -> Path:
+        """`jobs/standby.lock`: flock that orders engage and an import's swap (engine/standby.py)."""
+        return self.jobs_dir / "standby.lock"
+
+    @property
+    def swap_dir(self) -> Path:
+        """`swap/`: journals of MariaDB swaps in progress or left half-done (import_mariadb)."""
+        return self.state_dir / "swap"
+
+    def swap_journal(self, database: str) -> Path:
+        """`swap/<database>.json`: one swap's journal; present = live not known to be whole."""
+        return self.swap_dir / f"{database}.json"
+
     def job_work_dir(self, name: str) -> Path:
         """`work/<name>/`: a job's work directory when the policy sets no `work_dir`."""
         return self.state_dir / "work" / name
