@@ -70,7 +70,7 @@ class Engine:
         """Mail the admins (if the policy has a notify block); failures are spooled, not raised."""
         if not self.send_mail or not self.policy.notify:
             return
-        from actions.notify import send_mail
+        from engine.mail import send_mail
 
         subject = f"[{self.policy.name}] {subject_state}: {text}"
         body = "\n".join([

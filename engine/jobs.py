@@ -170,7 +170,7 @@ def _refresh_metrics(policy: Policy) -> None:
 def _mail_failure(policy: Policy, job: JobSpec, result: JobResult) -> None:
     if not policy.notify:
         return
-    from actions.notify import send_mail
+    from engine.mail import send_mail
     from engine.secrets import SecretStore
 
     try:

@@ -1,4 +1,7 @@
-"""notify against a real aiosmtpd sink: headers and body, spooling when the relay is down."""
+"""The notify step against a real aiosmtpd sink: what it says, one mail per step, plan.
+
+The mechanism (spool, SMTP, STARTTLS, rejections) is tested in tests/unit/engine/test_mail.py.
+"""
 from __future__ import annotations
 
 import os
@@ -9,11 +12,12 @@ from typing import Any
 import pytest
 
 from actions.base import Context
-from actions.notify import Notify, flush_spool, pending, read_credentials, send_mail
+from actions.notify import Notify
 from actions.registry import build_step
 from engine.drillkit.pki import Pki
 from engine.drillkit.smtp import SmtpSink
-from engine.errors import SecretError, StepError
+from engine.errors import StepError
+from engine.mail import flush_spool, pending
 
 
 def _config(sink: SmtpSink, **smtp: Any) -> dict[str, Any]:
@@ -68,16 +72,6 @@ def test_non_ascii_message_and_registry(tmp_path: Path, smtp_sink: SmtpSink) -> 
     assert isinstance(step, Notify)
     step.apply(_ctx(tmp_path, _config(smtp_sink)))
     assert "goc.egi.eu → standby, déjà vu" in smtp_sink.messages[0].get_content()
-
-
-def test_unusable_secret_is_one_clear_line(tmp_path: Path, smtp_sink: SmtpSink) -> None:
-    def secret(name: str) -> Path:
-        raise SecretError(f"secret '{name}': /etc/x.cred is readable by others; chmod 600 it")
-
-    config = _config(smtp_sink, credentials="smtp")
-    with pytest.raises(StepError, match="secret 'smtp': /etc/x.cred is readable by others"):
-        send_mail(config, "s", "b", spool_dir=tmp_path / "spool", secret=secret)
-    assert len(pending(tmp_path / "spool")) == 1
 
 
 def test_second_apply_is_a_no_op(tmp_path: Path, smtp_sink: SmtpSink) -> None:
@@ -145,40 +139,6 @@ def test_retry_of_the_step_sends_the_spooled_copy(tmp_path: Path, smtp_sink: Smt
     assert [m["Message-ID"] for m in smtp_sink.messages] == [ctx.progress["message_id"]]
 
 
-def test_send_mail_flushes_older_mail_first(tmp_path: Path, smtp_sink: SmtpSink) -> None:
-    config, spool = _config(smtp_sink), tmp_path / "spool"
-    smtp_sink.stop()
-    with pytest.raises(StepError):
-        send_mail(config, "first", "one", spool_dir=spool, secret=lambda n: tmp_path / n)
-    smtp_sink.start()
-    message_id = send_mail(config, "second", "two", spool_dir=spool,
-                           secret=lambda n: tmp_path / n)
-    assert [m["Subject"] for m in smtp_sink.messages] == ["first", "second"]
-    assert smtp_sink.messages[1]["Message-ID"] == message_id
-    assert pending(spool) == []
-
-
-def test_temporary_rejection_keeps_mail_spooled(tmp_path: Path, smtp_sink: SmtpSink) -> None:
-    config, spool = _config(smtp_sink), tmp_path / "spool"
-    smtp_sink.reject = "451 4.3.0 try again later"
-    with pytest.raises(StepError, match="451 4.3.0 try again later") as err:
-        send_mail(config, "s", "b", spool_dir=spool, secret=lambda n: tmp_path / n)
-    assert err.value.retryable
-    assert len(pending(spool)) == 1
-    smtp_sink.reject = None
-    assert flush_spool(config, spool, lambda n: tmp_path / n) == 1
-
-
-def test_permanent_rejection_moves_mail_aside(tmp_path: Path, smtp_sink: SmtpSink) -> None:
-    config, spool = _config(smtp_sink), tmp_path / "spool"
-    smtp_sink.reject = "554 5.7.1 not from you"
-    with pytest.raises(StepError, match="refused the mail for good") as err:
-        send_mail(config, "s", "b", spool_dir=spool, secret=lambda n: tmp_path / n)
-    assert not err.value.retryable
-    assert pending(spool) == []
-    assert len(list((spool / "rejected").glob("*.eml"))) == 1
-
-
 def test_starttls_and_auth(tmp_path: Path, smtp_sink_tls: SmtpSink, pki: Pki) -> None:
     cred = tmp_path / "smtp.cred"
     cred.write_text("drill:s3cret\n")
@@ -203,55 +163,12 @@ def test_wrong_password_is_clear_and_spooled(tmp_path: Path, smtp_sink_tls: Smtp
     assert len(pending(tmp_path / "spool")) == 1
 
 
-def test_starttls_with_untrusted_relay_fails(tmp_path: Path, smtp_sink_tls: SmtpSink,
-                                             pki: Pki) -> None:
-    config = _config(smtp_sink_tls, starttls=True, ca_file=str(pki.wrong_ca.cert))
-    with pytest.raises(StepError, match="STARTTLS with 127.0.0.1:.* failed"):
-        send_mail(config, "s", "b", spool_dir=tmp_path / "spool", secret=lambda n: tmp_path / n)
-
-
-def test_credentials_file_formats(tmp_path: Path) -> None:
-    path = tmp_path / "c"
-    path.write_text("user:pa:ss\n")
-    assert read_credentials(path) == ("user", "pa:ss")
-    path.write_text("user\npass word\n")
-    assert read_credentials(path) == ("user", "pass word")
-    path.write_text("only-a-password\n")
-    with pytest.raises(StepError, match="must hold 'user:password'") as err:
-        read_credentials(path)
-    assert "only-a-password" not in str(err.value)
-
-
 def test_no_notify_block(tmp_path: Path) -> None:
     ctx = _ctx(tmp_path, None)
     step = Notify({"message": "x"})
     assert "no `notify.email` block" in (step.plan(ctx).problem or "")
     with pytest.raises(StepError, match="no `notify.email` block"):
         step.apply(ctx)
-
-
-def test_flush_with_empty_spool_contacts_nobody(tmp_path: Path) -> None:
-    config = {"email": {"smtp": {"host": "127.0.0.1", "port": 1}, "from": "a@b", "to": ["c@d"]}}
-    assert flush_spool(config, tmp_path / "spool", lambda n: tmp_path / n) == 0
-    assert not (tmp_path / "spool").exists()
-
-
-def test_long_subject_arrives_intact(tmp_path: Path, smtp_sink: SmtpSink) -> None:
-    subject = "[drill] suspect: production failed a probe; counting towards the failover"
-    smtp_sink.stop()
-    with pytest.raises(StepError):
-        send_mail(_config(smtp_sink), subject, "b", spool_dir=tmp_path / "spool",
-                  secret=lambda n: tmp_path / n)
-    smtp_sink.start()
-    assert flush_spool(_config(smtp_sink), tmp_path / "spool", lambda n: tmp_path / n) == 1
-    assert smtp_sink.messages[0]["Subject"] == subject
-
-
-def test_sink_wait_for(tmp_path: Path, smtp_sink: SmtpSink) -> None:
-    assert not smtp_sink.wait_for(1, timeout=0.05)
-    send_mail(_config(smtp_sink), "s", "b", spool_dir=tmp_path / "spool",
-              secret=lambda n: tmp_path / n)
-    assert smtp_sink.wait_for(1, timeout=5)
 
 
 def test_an_explicit_subject_wins_and_long_messages_are_cut_in_the_subject(
