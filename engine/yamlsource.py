@@ -27,6 +27,7 @@ node by node, counting every node built against a budget.
 """
 from __future__ import annotations
 
+import math
 import re
 import stat
 from collections.abc import Hashable
@@ -42,12 +43,13 @@ from engine.errors import PolicyError
 
 MAX_BYTES = 1024 * 1024
 MAX_DEPTH = 64
+MAX_INT = 2**63 - 1
 # Nodes an alias may re-use beyond those written in the file: enough for any sane use of
 # anchors and merge keys, far too few for an exponential alias bomb.
 ALIAS_BUDGET = 10_000
 
 PathKey = tuple[str | int, ...]
-_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+\Z")
 # libyaml is much faster and caps nesting depth itself; the pure-Python loader is the fallback.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # Texts that may nest deeper than this are parsed by the pure-Python loader.
@@ -188,6 +190,11 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def _short(value: str) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _yaml_error_line(path: Path, exc: yaml.MarkedYAMLError) -> str:
     mark = exc.problem_mark or exc.context_mark
     where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -265,11 +272,22 @@ class _Builder:
 
     def scalar(self, node: ScalarNode) -> Any:
         try:
-            return self.scalars.construct_object(node)
+            value = self.scalars.construct_object(node)
         except yaml.MarkedYAMLError as exc:
             raise self.fail(node, _one_line(exc.problem or str(exc))) from None
         except ValueError as exc:  # e.g. a timestamp with an impossible date
-            raise self.fail(node, f"bad value {node.value!r}: {exc}") from None
+            raise self.fail(node, f"bad value {_short(node.value)}: {exc}") from None
+        # Values no option can use, refused wherever they appear: they would pass a schema
+        # (NaN compares false with every bound) and break the engine later.
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.fail(node, f"{_short(node.value)} is not a finite number; a policy "
+                                  "has no use for NaN or infinity (write a number or e.g. 30s)")
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+            raise self.fail(node, f"the number {_short(node.value)} is too large "
+                                  f"(at most {MAX_INT})")
+        if isinstance(value, str) and "\0" in value:
+            raise self.fail(node, "a NUL character (\\0) in a value; no option can hold one")
+        return value
 
     def key(self, node: Node) -> Hashable:
         if not isinstance(node, ScalarNode):
