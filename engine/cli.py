@@ -1,9 +1,11 @@
 """Command line of failover-engine (DESIGN §5). Every command lives in engine/commands/.
 
-Exit codes: 0 success, 1 a step or check failed, 2 bad usage or an invalid policy
-(Nagios codes 0–3 for `check`). An expected error prints one line naming the file,
-key or host and what to do; an unexpected one prints a one-line summary and where the
-traceback was saved — never the traceback itself.
+Exit codes: 0 success, 1 a step or check failed or a request was refused, 2 bad usage,
+an invalid policy or a missing dependency (Nagios codes 0–3 for `check`). An expected
+error prints one line naming the file, key or host and what to do; an unexpected one
+prints a one-line summary and where the traceback was saved (`<state_dir>/crash/`, the
+last 10 kept) — never the traceback itself. A closed stdout (`status --json | head -c1`)
+ends the command quietly with 141, as Unix tools killed by SIGPIPE do.
 """
 from __future__ import annotations
 
@@ -11,10 +13,14 @@ import argparse
 import importlib
 import logging
 import os
+import select
 import sys
 import tempfile
 import traceback
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 from engine.errors import FailoverError, PolicyError
 
@@ -26,7 +32,8 @@ fresh; the engine validates it and runs it on a state machine.
 
 EPILOG = """\
 policy: --policy FILE, else $FAILOVER_POLICY, else policies/gocdb.yaml.
-exit codes: 0 success, 1 a step or check failed, 2 bad usage or invalid policy;
+exit codes: 0 success, 1 a step or check failed or a request was refused,
+2 bad usage, invalid policy or missing dependency, 141 stdout closed early;
 `check` commands use the Nagios codes 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
 Start with `failover-engine drill` to watch an outage, an engage and a restore on
 loopback servers, and `failover-engine validate` on your own policy.
@@ -53,20 +60,96 @@ COMMANDS = {
 }
 
 
-class _NagiosParser(argparse.ArgumentParser):
-    """A parser whose usage errors exit 3 (UNKNOWN), as monitoring systems expect."""
+# Import name → the package that provides it (pyproject.toml's dependencies).
+DEPENDENCIES = {
+    "yaml": "PyYAML", "jsonschema": "jsonschema", "transitions": "transitions",
+    "dns": "dnspython", "paramiko": "paramiko", "pymysql": "PyMySQL",
+    "cryptography": "cryptography", "croniter": "croniter", "oracledb": "oracledb",
+    "aiosmtpd": "aiosmtpd",
+}
+CRASH_KEEP = 10
+EXIT_SIGPIPE = 128 + 13  # what a shell reports for a tool killed by SIGPIPE
+_CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+class _Parser(argparse.ArgumentParser):
+    """A parser whose usage errors exit 3 (UNKNOWN) when `nagios=True` (the `check`
+    commands, as monitoring systems expect), and 2 otherwise."""
+
+    def __init__(self, *args: Any, nagios: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.nagios = nagios
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        if not self.nagios:
+            super().error(message)
         self.print_usage(sys.stderr)
         print(f"UNKNOWN: {self.prog}: {message}", file=sys.stderr)
         sys.exit(3)
 
 
+def version() -> str:
+    """The engine's version: the checkout's pyproject.toml, else the installed metadata."""
+    try:
+        import tomllib
+
+        with open(_CHECKOUT / "pyproject.toml", "rb") as handle:
+            return str(tomllib.load(handle)["project"]["version"])
+    except (OSError, KeyError, ValueError):
+        pass
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("failover-engine")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def missing_dependencies() -> list[str]:
+    """The required packages this interpreter cannot import (aiosmtpd is optional)."""
+    from importlib.util import find_spec
+
+    return [package for module, package in DEPENDENCIES.items()
+            if package != "aiosmtpd" and find_spec(module) is None]
+
+
+def missing_dependency_line(packages: list[str], module: str | None = None) -> str:
+    """One line naming the missing package(s) and the fix."""
+    what = (f"the Python package {packages[0]} is" if len(packages) == 1 else
+            f"the Python packages {', '.join(packages)} are")
+    via = f" (module {module!r})" if module else ""
+    return (f"failover-engine: {what} not installed{via} for {sys.executable}; "
+            f"run {_CHECKOUT / 'bin' / 'bootstrap'} (it builds .venv, which "
+            "bin/failover-engine then uses), or `pip install` the project")
+
+
+class _VersionAction(argparse.Action):
+    """`--version`: the version and interpreter, and whether every dependency imports —
+    so `install` can run it as cron and systemd would to prove the command works."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS,
+                 **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        missing = missing_dependencies()
+        print(f"failover-engine {version()} (Python {sys.version.split()[0]}, "
+              f"{sys.executable})")
+        if missing:
+            print(missing_dependency_line(missing), file=sys.stderr)
+            sys.exit(2)
+        sys.exit(0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line, with --help text for every command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="failover-engine", description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action=_VersionAction,
+                        help="print the version and interpreter; exit 2 if a dependency "
+                        "is missing")
     parser.add_argument("--policy", metavar="FILE",
                         help="policy file (default: $FAILOVER_POLICY, then policies/gocdb.yaml)")
     parser.add_argument("--state-dir", metavar="DIR",
@@ -99,13 +182,28 @@ def build_parser() -> argparse.ArgumentParser:
                        "do it; otherwise this process runs the engage steps.")
     p.add_argument("--now", action="store_true", required=True,
                    help="required: confirms an immediate engage (overrides the hold-down)")
-    sub.add_parser("restore", help="run the restore steps (DNS back, wait, re-arm)")
-    sub.add_parser("reset", help="leave `aborted` once the cause is fixed")
-    p = sub.add_parser("pause", help="maintenance mode: probes run, nothing engages")
+    sub.add_parser("restore", help="run the restore steps (DNS back, wait, re-arm)",
+                   description="Fail back: run the policy's restore steps (DNS back to "
+                   "production, wait for it to settle, re-arm). Allowed from engaged, aborted "
+                   "or an interrupted restore; refused (exit 1, reason on stderr) otherwise. "
+                   "With a monitor running it is asked to do it and this command follows it.")
+    sub.add_parser("reset", help="leave `aborted` once the cause is fixed; clears the count",
+                   description="Leave `aborted` after fixing what made a step fail, and clear "
+                   "the failure count (the next failed probe starts again from 1). Refused "
+                   "(exit 1) in any other state.")
+    p = sub.add_parser("pause", help="maintenance mode: probes run, nothing engages",
+                       description="Enter maintenance mode: the `paused` switch file in the "
+                       "state dir holds it across restarts; probes keep running and are "
+                       "reported, nothing engages.")
     p.add_argument("--reason", default="", help="why (shown in status)")
-    sub.add_parser("resume", help="leave maintenance mode")
+    sub.add_parser("resume", help="leave maintenance mode",
+                   description="Remove the `paused` switch file; the monitor re-arms within "
+                   "a second, with the failure count cleared.")
 
-    p = sub.add_parser("status", help="state, failure count, last probes, last job results")
+    p = sub.add_parser("status", help="state, failure count, last probes, last job results",
+                       description="What the engine is doing, read from the state dir "
+                       "without the lock: state, failure count (or how long production has "
+                       "been down once engaged), probes, certificate expiry, jobs, last run.")
     p.add_argument("--json", action="store_true", help="one JSON object (see docs/operations.md)")
 
     p = sub.add_parser("job", help="run one job now (what cron calls)",
@@ -116,30 +214,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="run even while the failover is engaged (the standby serves users!)")
 
-    p = sub.add_parser("check", help="Nagios/Icinga plugins (exit 0 OK, 1 WARN, 2 CRIT, 3 UNKNOWN)")
-    checks = p.add_subparsers(dest="check", metavar="CHECK", required=True,
-                              parser_class=_NagiosParser)
-    c = checks.add_parser("dump-age", help="is the last successful import recent?")
+    p = sub.add_parser("check", nagios=True,
+                       help="Nagios/Icinga plugins (exit 0 OK, 1 WARN, 2 CRIT, 3 UNKNOWN)",
+                       description="Monitoring plugins: one status line with perfdata, exit "
+                       "0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (also for a missing or unknown "
+                       "CHECK). They need no root: see docs/operations.md (NRPE).")
+    checks = p.add_subparsers(dest="check", metavar="CHECK", required=True)
+    c = checks.add_parser("dump-age", nagios=True, help="is the last successful import recent?",
+                          description="Age of the last `completed ok` in the import job's "
+                          "status log (or, with --data-age, of the data itself).")
     c.add_argument("--warning", metavar="D", help="WARNING above this age (e.g. 4h)")
     c.add_argument("--critical", metavar="D", help="CRITICAL above this age (default 7h)")
     c.add_argument("--log", metavar="FILE", help="status log to read (default: the job's)")
     c.add_argument("--job", metavar="NAME", help="job whose status log to read")
     c.add_argument("--data-age", action="store_true",
                    help="judge the age of the data (the dump's own completion time)")
-    checks.add_parser("engine", help="is the monitor cycling, and is the engine healthy?")
+    checks.add_parser("engine", nagios=True,
+                      help="is the monitor cycling, and is the engine healthy?",
+                      description="CRITICAL when the monitor does not cycle or the engine is "
+                      "aborted; WARNING when engaged, paused, disarmed (every guard failing, or "
+                      "the target's probe cannot run) or a client certificate expires soon.")
 
-    p = sub.add_parser("install", help="write the systemd unit, the cron file and logrotate")
+    p = sub.add_parser("install", help="write the systemd unit, the cron file and logrotate",
+                       description="Write the monitor's systemd unit, the jobs' cron file and "
+                       "a logrotate snippet, after proving their command runs the engine "
+                       "(no cron line that would crash every hour). Idempotent.")
     p.add_argument("--root", metavar="DIR", default="/", help="install under DIR (default /)")
     p.add_argument("--dry-run", action="store_true", help="print files and diffs; write nothing")
     p.add_argument("--user", metavar="USER", default="root",
                    help="user for the monitor and the cron jobs (default root)")
-    p = sub.add_parser("uninstall", help="remove exactly what install wrote")
+    p.add_argument("--check-group", metavar="GROUP",
+                   help="let GROUP (e.g. nagios) read what the `check` commands read: the "
+                   "state dir's state.json and job records, the status logs (nothing secret)")
+    p = sub.add_parser("uninstall", help="remove exactly what install wrote",
+                       description="Remove the files install recorded in its manifest "
+                       "(a file changed since is kept and named).")
     p.add_argument("--root", metavar="DIR", default="/", help="installed under DIR (default /)")
     p.add_argument("--dry-run", action="store_true", help="print what would be removed")
 
-    p = sub.add_parser("dns", help="DNS tools")
+    p = sub.add_parser("dns", help="DNS tools", description="DNS tools.")
     dns = p.add_subparsers(dest="dns", metavar="ACTION", required=True)
-    dns.add_parser("show", help="what each authoritative server answers for the alias now")
+    dns.add_parser("show", help="what each authoritative server answers for the alias now",
+                   description="Ask every authoritative server of the zone what it answers "
+                   "for the alias the policy's DNS steps change, with SOA serials.")
 
     p = sub.add_parser("drill", help="a full outage drill on loopback servers (no setup needed)",
                        description="Start a throwaway HTTPS production, SMTP relay and BIND on "
@@ -157,11 +274,78 @@ def _command_key(args: argparse.Namespace) -> str:
     return args.command
 
 
-def _crash_report() -> str:
+def _crash_dir(args: argparse.Namespace) -> Path | None:
+    """`<state_dir>/crash` of the policy the command names, or None if it cannot be found."""
+    try:
+        from engine.commands import load
+        from engine.paths import StatePaths
+
+        state_dir = Path(args.state_dir) if getattr(args, "state_dir", None) else \
+            load(args).state_dir
+        return StatePaths(state_dir).crash_dir
+    except Exception:  # noqa: BLE001 - a crash while reporting a crash must not hide the first
+        return None
+
+
+def _write_crash(folder: Path, key: str) -> Path:
+    from engine.fsutil import ensure_private_dir
+
+    ensure_private_dir(folder)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    path = folder / f"{stamp}-{os.getpid()}-{key.replace(' ', '-')}.txt"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        # No locals, no argv beyond the command: a crash file must never hold a secret.
+        handle.write(f"failover-engine {version()} {key}, Python {sys.version.split()[0]}, "
+                     f"pid {os.getpid()}, {datetime.now(UTC).isoformat(timespec='seconds')}\n")
+        traceback.print_exc(file=handle)
+    old = sorted(folder.glob("*.txt"))[:-CRASH_KEEP]
+    for stale in old:
+        stale.unlink(missing_ok=True)
+    return path
+
+
+def _crash_report(args: argparse.Namespace, key: str) -> str:
+    """Save the traceback: in the state dir's crash/ (the last CRASH_KEEP kept), else in the
+    temp dir when the state dir is unknown or not writable. Returns where it went."""
+    folder = _crash_dir(args)
+    if folder is not None:
+        try:
+            return str(_write_crash(folder, key))
+        except OSError:
+            pass
     fd, path = tempfile.mkstemp(prefix="failover-engine-crash-", suffix=".txt")
     with os.fdopen(fd, "w") as handle:
         traceback.print_exc(file=handle)
     return path
+
+
+def _stdout_closed() -> bool:
+    """True when nobody reads our stdout any more (the reader of the pipe has gone)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.__stdout__.fileno(), 0)  # type: ignore[union-attr]
+        return any(flags & select.POLLERR for _, flags in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _quiet_pipe_exit() -> int:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.__stdout__.fileno())  # type: ignore[union-attr]
+    except (OSError, ValueError, AttributeError):
+        pass
+    return EXIT_SIGPIPE
+
+
+def _missing_module(exc: ModuleNotFoundError) -> str | None:
+    """The dependency a ModuleNotFoundError is about, or None for one of our own modules."""
+    top = (exc.name or "").split(".")[0]
+    if not top or top in ("engine", "actions", "tests", "bench"):
+        return None
+    return top
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -175,6 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extras)}")
     key = _command_key(args)
     nagios = key.startswith("check ")
+    prefix = "UNKNOWN: " if nagios else ""
     from engine.logs import setup_logging
 
     setup_logging(args.log_format, args.verbose)
@@ -183,20 +368,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     module_name, function = COMMANDS[key].split(":")
     try:
         module = importlib.import_module(f"engine.commands.{module_name}")
-        return int(getattr(module, function)(args) or 0)
+        code = int(getattr(module, function)(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
+        return code
     except PolicyError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return 3 if nagios else exc.exit_code
     except FailoverError as exc:
-        print(f"{'UNKNOWN: ' if nagios else ''}failover-engine {key}: {exc}", file=sys.stderr)
+        print(f"{prefix}failover-engine {key}: {exc}", file=sys.stderr)
         return 3 if nagios else exc.exit_code
     except KeyboardInterrupt:
         print(f"failover-engine {key}: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: never a traceback
-        path = _crash_report()
-        print(f"{'UNKNOWN: ' if nagios else ''}failover-engine {key}: internal error "
-              f"({type(exc).__name__}: {exc}); this is a bug, the traceback is in {path}",
+    except BrokenPipeError:
+        if _stdout_closed():
+            return _quiet_pipe_exit()
+        return _crashed(args, key, prefix, nagios)
+    except ModuleNotFoundError as exc:
+        missing = _missing_module(exc)
+        if missing is None:
+            return _crashed(args, key, prefix, nagios)
+        print(prefix + missing_dependency_line([DEPENDENCIES.get(missing, missing)], missing),
               file=sys.stderr)
-        return 3 if nagios else 1
+        return 3 if nagios else 2
+    except Exception:  # noqa: BLE001 - the last line of defence: never a traceback
+        return _crashed(args, key, prefix, nagios)
+
+
+def _crashed(args: argparse.Namespace, key: str, prefix: str, nagios: bool) -> int:
+    """Report a bug: one line naming the saved traceback (never the traceback itself)."""
+    exc = sys.exc_info()[1]
+    path = _crash_report(args, key)
+    print(f"{prefix}failover-engine {key}: internal error ({type(exc).__name__}: {exc}); "
+          f"this is a bug, the traceback is in {path}", file=sys.stderr)
+    return 3 if nagios else 1

@@ -1,4 +1,4 @@
-"""`install [--root DIR] [--dry-run] [--user USER]` and `uninstall [--root DIR] [--dry-run]`.
+"""`install [--root DIR] [--dry-run] [--user USER] [--check-group GROUP]` and `uninstall`.
 
 install writes the monitor's systemd unit, the jobs' cron file and a logrotate snippet
 (engine/render.py), creates the state and log directories, and records every file and
@@ -9,17 +9,29 @@ twice changes nothing the second time and says so.
 
 `--root` writes under a staging root instead of `/` (packaging, tests); `--dry-run` prints
 each file and a unified diff against what is installed, and writes nothing.
+
+Before writing anything install runs the very command the unit and cron will run
+(`<engine> --version`, with cron's bare environment): if that command cannot import the
+engine and its dependencies it refuses, rather than install a cron line that crashes
+every hour. `--check-group GROUP` lets a monitoring user (NRPE's `nagios`) run the
+`check` commands without root: the state directory, its `jobs/` records and the status
+logs' directories become group GROUP, mode 2750 (setgid, so files created later keep the
+group), and the files the checks read (state.json, engine.lock, job records, status logs)
+0640. Nothing secret is in them; the spool, requests, journal and parked cron files stay
+private (0700 directories).
 """
 from __future__ import annotations
 
 import argparse
 import difflib
+import grp
 import hashlib
 import json
 import os
 import pwd
 import re
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +87,39 @@ def engine_executable() -> Path:
         return argv0.absolute()
     found = shutil.which("failover-engine")
     return Path(found).absolute() if found else _CHECKOUT_BIN
+
+
+# cron runs its lines with next to no environment; systemd's is as bare.
+_CRON_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": "/"}
+ENGINE_CHECK_TIMEOUT = 120.0
+
+
+def check_engine_command(engine: Path) -> str:
+    """Run `<engine> --version` as cron and systemd will; return its line, or raise
+    FailoverError naming what is wrong (so no unit or cron line that cannot work is written).
+
+    A subprocess, because what matters is what that command does in cron's environment,
+    with its own interpreter: not what this process can import.
+    """
+    try:
+        done = subprocess.run([str(engine), "--version"], env=_CRON_ENV, cwd="/",
+                              capture_output=True, text=True, timeout=ENGINE_CHECK_TIMEOUT,
+                              check=False)
+    except OSError as exc:
+        raise FailoverError(
+            f"{engine}: cannot run it ({exc.strerror}); the unit and the cron lines would "
+            "fail the same way, so nothing was written. Run bin/bootstrap, or install the "
+            "project (pip install .) and run install with that failover-engine") from None
+    except subprocess.TimeoutExpired:
+        raise FailoverError(f"{engine} --version did not answer within "
+                            f"{ENGINE_CHECK_TIMEOUT:.0f}s; nothing was written") from None
+    if done.returncode != 0:
+        lines = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()
+        raise FailoverError(
+            f"{engine} cannot run the engine with cron's environment (exit "
+            f"{done.returncode}: {lines[-1]}); the unit and the cron lines would fail the "
+            "same way, so nothing was written")
+    return (done.stdout.strip().splitlines() or [str(engine)])[0]
 
 
 def _read(path: Path) -> str | None:
@@ -185,13 +230,66 @@ def _check_user(user: str, root: Path) -> pwd.struct_passwd | None:
         return None  # staging for another host
 
 
+def _check_group(name: str | None, root: Path) -> int | None:
+    """The gid of --check-group (None without it); a group missing on this host is an error
+    unless staging under --root for another host."""
+    if not name:
+        return None
+    if not _USER.match(name):
+        raise UsageError(f"--check-group {name!r} is not a valid group name")
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        if root == Path("/"):
+            raise UsageError(f"--check-group {name!r}: no such group on this host "
+                             "(NRPE's is usually `nagios`)") from None
+        return None
+
+
+def check_readable_paths(policy: Policy, root: Path) -> tuple[list[Path], list[Path]]:
+    """(directories, files) the `check` commands read, under `root`: the state directory,
+    its jobs/ records, state.json, engine.lock, and each job's status log and its directory."""
+    from engine.paths import StatePaths
+
+    paths = StatePaths(Path(policy.state_dir))
+    dirs = [under(root, paths.state_dir), under(root, paths.jobs_dir)]
+    files = [under(root, paths.state_file), under(root, paths.engine_lock)]
+    for job in policy.jobs.values():
+        files.append(under(root, paths.job_record(job.name)))
+        if job.status_log is not None:
+            dirs.append(under(root, Path(job.status_log).parent))
+            files.append(under(root, Path(job.status_log)))
+    return list(dict.fromkeys(dirs)), list(dict.fromkeys(files))
+
+
+def grant_check_group(policy: Policy, root: Path, gid: int | None, created: list[Path]) -> None:
+    """Make what the checks read readable by group `gid` (directories 2750, files 0640)."""
+    dirs, files = check_readable_paths(policy, root)
+    for directory in dirs:
+        _make_dirs(directory, 0o750, created, root)
+        if gid is not None:
+            os.chown(directory, -1, gid)
+        # setgid: state.json (replaced every cycle) and new records keep the group.
+        os.chmod(directory, 0o2750)
+    for path in files:
+        if path.is_file():
+            if gid is not None:
+                os.chown(path, -1, gid)
+            os.chmod(path, 0o640)
+    print(f"check group: {len(dirs)} directories and the files the checks read are "
+          f"readable by group {gid if gid is not None else '(staged)'}")
+
+
 def main(args: argparse.Namespace) -> int:
     """Write (or with --dry-run, show) the unit, cron file and logrotate snippet."""
     policy = load(args)
     root = Path(getattr(args, "root", None) or "/").absolute()
     user = getattr(args, "user", None) or "root"
     account = _check_user(user, root)
+    group_name = getattr(args, "check_group", None)
+    gid = _check_group(group_name, root)
     engine = Path(getattr(args, "engine", None) or engine_executable())
+    print(f"engine command: {engine} ({check_engine_command(engine)})")
     # With --state-dir the unit and cron must pass it on, or they would use another dir.
     rendered = render_all(policy, engine, user,
                           state_dir_flag=bool(getattr(args, "state_dir", None)))
@@ -205,7 +303,7 @@ def main(args: argparse.Namespace) -> int:
         if not pending:
             print(f"nothing to change: {len(changes)} files already installed under {root}")
         return 0
-    if not pending and manifest is not None:
+    if not pending and manifest is not None and not group_name:
         print(f"nothing to change: {len(changes)} files already installed under {root}")
         return 0
 
@@ -223,6 +321,8 @@ def main(args: argparse.Namespace) -> int:
             created.extend(fresh)
             if fresh and account is not None and user != "root" and os.geteuid() == 0:
                 os.chown(directory, account.pw_uid, account.pw_gid)
+        if group_name:
+            grant_check_group(policy, root, gid, created)
         for change in pending:
             if change.action == "remove":
                 change.real.unlink()
