@@ -13,7 +13,7 @@ import re
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 # \Z, not $: `$` also matches before a final newline ("30s\n" is not a duration).
-_PATTERN = re.compile(r"\s*([0-9]{1,12}(?:\.[0-9]{1,9})?)\s*(ms|s|m|h|d)?\s*\Z")
+_PATTERN = re.compile(r" *([0-9]{1,12}(?:\.[0-9]{1,9})?) *(ms|s|m|h|d)? *\Z")
 MAX_DURATION = 366 * 86400.0
 _HINT = "(use e.g. 30s, 10m, 7h)"
 

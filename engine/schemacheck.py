@@ -308,6 +308,9 @@ def _explain(error: Any, schemas: Schemas) -> list[Explained]:
         return [(path, False, f"{_short(error.instance)} is not one of: {allowed}")]
     if keyword in ("minLength", "minItems", "minProperties") and error.validator_value == 1:
         return [(path, False, "must not be empty")]
+    if keyword == "maxLength":
+        return [(path, False, f"{_short(error.instance)} is too long "
+                              f"(at most {error.validator_value} characters)")]
     if keyword == "dependentRequired" and isinstance(error.instance, dict):
         lines: list[Explained] = []
         for key, needs in error.validator_value.items():

@@ -256,7 +256,7 @@ class _Builder:
             raise self.fail(node, "an alias refers to a value that contains it (recursive alias)")
         self.source.marks.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
         if isinstance(node, ScalarNode):
-            return self.scalar(node)
+            return self.scalar(node, path)
         self.active.add(id(node))
         try:
             if isinstance(node, SequenceNode):
@@ -270,7 +270,8 @@ class _Builder:
         finally:
             self.active.discard(id(node))
 
-    def scalar(self, node: ScalarNode) -> Any:
+    def scalar(self, node: ScalarNode, path: PathKey | None = None) -> Any:
+        where = f"{dotted(path)}: " if path else ""
         try:
             value = self.scalars.construct_object(node)
         except yaml.MarkedYAMLError as exc:
@@ -280,13 +281,14 @@ class _Builder:
         # Values no option can use, refused wherever they appear: they would pass a schema
         # (NaN compares false with every bound) and break the engine later.
         if isinstance(value, float) and not math.isfinite(value):
-            raise self.fail(node, f"{_short(node.value)} is not a finite number; a policy "
+            raise self.fail(node, f"{where}{_short(node.value)} is not a finite number; a policy "
                                   "has no use for NaN or infinity (write a number or e.g. 30s)")
         if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
-            raise self.fail(node, f"the number {_short(node.value)} is too large "
+            raise self.fail(node, f"{where}the number {_short(node.value)} is too large "
                                   f"(at most {MAX_INT})")
         if isinstance(value, str) and "\0" in value:
-            raise self.fail(node, "a NUL character (\\0) in a value; no option can hold one")
+            raise self.fail(node, f"{where}a NUL character (\\0) in a value; "
+                                  "no option can hold one")
         return value
 
     def key(self, node: Node) -> Hashable:

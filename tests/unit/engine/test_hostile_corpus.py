@@ -1,0 +1,61 @@
+"""The hostile corpus (issue 10): each policy in tests/fixtures/hostile/ once passed `validate`
+and then broke the engine (NaN durations, a zero interval, a name ending in a newline, a cron
+line cron refuses, a NUL or 5,000-character state_dir, a 1,000-character DNS server). Each
+must now be refused by `validate`: exit 2, exactly one line on stderr naming the key, nothing
+on stdout. The expected words are the file's first line, `# expect: …`.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from engine import cli
+from tests.support import REPO
+
+HOSTILE = REPO / "tests" / "fixtures" / "hostile"
+CASES = sorted(HOSTILE.glob("*.yaml"))
+LINE = re.compile(r"^(?P<file>.+?):(?P<line>\d+):(?P<col>\d+): (?P<rest>.+)$")
+
+
+def expected_words(path: Path) -> str:
+    first = path.read_text(encoding="utf-8").splitlines()[0]
+    assert first.startswith("# expect: "), f"{path.name}: first line must be `# expect: …`"
+    return first.removeprefix("# expect: ")
+
+
+def test_the_corpus_covers_the_reported_cases() -> None:
+    names = {p.stem for p in CASES}
+    for needed in ("max-age-nan", "max-age-inf", "hold-down-inf", "interval-nan", "interval-zero",
+                   "remind-every-zero", "interval-400-digits", "name-trailing-newline",
+                   "job-name-trailing-newline", "schedule-99", "schedule-banana", "schedule-x",
+                   "state-dir-nul", "state-dir-5000", "nsupdate-server-1000"):
+        assert needed in names
+
+
+@pytest.mark.parametrize("path", CASES, ids=lambda p: p.stem)
+def test_hostile_policy_is_refused_by_validate_with_one_line(
+        path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(["--policy", str(path), "validate"])
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert code == 2, err
+    assert out == ""
+    assert len(lines) == 1, lines
+    (line,) = lines
+    assert "internal error" not in line and "Traceback" not in line
+    assert expected_words(path) in line
+    match = LINE.match(line)
+    assert match, line
+    assert match["file"] == str(path)
+    assert len(line) < 400
+
+
+def test_the_corpus_base_is_valid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each hostile file differs from a valid policy in one value: restore that value and the
+    policy validates, so the refusal above is about that value alone."""
+    text = (HOSTILE / "interval-zero.yaml").read_text(encoding="utf-8")
+    fixed = tmp_path / "fixed.yaml"
+    fixed.write_text(text.replace("interval: 0s", "interval: 10m"), encoding="utf-8")
+    assert cli.main(["--policy", str(fixed), "validate"]) == 0, capsys.readouterr().err
