@@ -10,9 +10,11 @@ and logs one readable line, e.g.
     probe production failed (3/30): HTTP 503; guard internet ok
 
 Between cycles it wakes every few hundred milliseconds to notice SIGTERM, SIGHUP
-(reload the policy if it validates), the `paused` switch file and requests dropped by
-`engage --now`, `restore` and `reset` while it runs. After `engaged` it keeps probing
-and reports when production is back, but it never fails back on its own.
+(reload the policy if it validates), the `paused` switch file and requests left by
+`engage --now`, `restore` and `reset` while it runs (engine/monitor_requests.py: each is a
+JSON record, and the monitor answers each with a JSON reply saying whether it accepted).
+After `engaged` it keeps probing and reports when production is back, but it never fails
+back on its own.
 """
 from __future__ import annotations
 
@@ -23,7 +25,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from pathlib import Path
 
 from actions import registry
 from actions.base import ProbeResult
@@ -31,9 +32,19 @@ from engine.durations import parse_duration
 from engine.errors import FailoverError
 from engine.failover import Engine
 from engine.logs import event
-from engine.paths import paused_flag
+from engine.monitor_requests import (
+    BadRequest,
+    Reply,
+    Request,
+    has_pending,
+    prune_replies,
+    take_pending,
+    write_reply,
+)
+from engine.paths import StatePaths
 from engine.policy import Policy
 from engine.state import isotime, parse_isotime, utcnow
+from engine.states import ARMED, State
 from engine.tally import Cycle, Tally, classify
 
 log = logging.getLogger("failover_engine.monitor")
@@ -43,12 +54,6 @@ log = logging.getLogger("failover_engine.monitor")
 TICK = 1.0
 # How many intervals behind the schedule the monitor still catches up rather than skips.
 CATCH_UP = 3
-REQUESTS = ("engage", "restore", "reset")
-
-
-def requests_dir(state_dir: Path) -> Path:
-    """Where CLI commands drop requests for a running monitor."""
-    return state_dir / "requests"
 
 
 def next_slot(slot: int, start: float, interval: float, now: float) -> int:
@@ -75,6 +80,11 @@ class Monitor:
     def policy(self) -> Policy:
         """The policy in force (replaced on a successful reload)."""
         return self.engine.policy
+
+    @property
+    def paths(self) -> StatePaths:
+        """The state directory's files (the policy's state_dir)."""
+        return StatePaths(self.policy.state_dir)
 
     def _build_probes(self) -> None:
         self._probes = {
@@ -138,14 +148,14 @@ class Monitor:
     def _advance(self, verdict: Cycle, tally: Tally, line: str) -> None:
         engine, record = self.engine, self.engine.record
         state = record.state
-        if state in ("watching", "suspect"):
+        if state in ARMED:
             if verdict is Cycle.FAILED:
                 engine.lifecycle.fire("probe_failed")
-            elif verdict is Cycle.OK and state == "suspect":
+            elif verdict is Cycle.OK and state == State.SUSPECT:
                 engine.lifecycle.fire("probe_ok")
             if tally.prolonged:
                 self._engage_if_allowed(line)
-        elif state == "engaged":
+        elif state == State.ENGAGED:
             if tally.back and not record.production_back:
                 record.production_back = True
                 log.info("production is back (%d good cycles in a row); run "
@@ -172,7 +182,7 @@ class Monitor:
         record = self.engine.record
         notify = self.policy.notify or {}
         every = notify.get("remind_every")
-        if not every or record.state not in ("engaged", "aborted"):
+        if not every or record.state not in (State.ENGAGED, State.ABORTED):
             return
         last = parse_isotime(record.last_reminder) or parse_isotime(record.since)
         if last is None or utcnow() - last >= timedelta(seconds=parse_duration(every)):
@@ -190,31 +200,43 @@ class Monitor:
 
     # -- between cycles ---------------------------------------------------------------
     def handle_requests(self) -> None:
-        """Apply the pause switch and any request dropped by the CLI."""
+        """Apply the pause switch and answer every request the command line left."""
         engine = self.engine
-        flag = paused_flag(self.policy.state_dir)
-        if flag.exists() and engine.record.state in ("watching", "suspect"):
+        paths = self.paths
+        flag = paths.paused
+        if flag.exists() and engine.record.state in ARMED:
             engine.pause()
-        elif not flag.exists() and engine.record.state == "paused":
+        elif not flag.exists() and engine.record.state == State.PAUSED:
             engine.resume()
-        folder = requests_dir(self.policy.state_dir)
-        for name in REQUESTS:
-            request = folder / name
-            if not request.exists():
-                continue
-            request.unlink(missing_ok=True)
-            log.info("request from the command line: %s", name)
-            try:
-                if name == "engage":
-                    engine.engage(manual=True)
-                elif name == "restore":
-                    engine.restore()
-                else:
-                    engine.reset()
-            except FailoverError as exc:
-                log.error("request %s refused: %s", name, exc)
-                engine.record.last_outcome = f"request {name} refused: {exc}"
-                engine.save()
+        for request in take_pending(paths):
+            write_reply(paths, self._answer(request))
+        prune_replies(paths)
+
+    def _answer(self, request: Request | BadRequest) -> Reply:
+        """Act on one request; the reply says whether the machine accepted it, and why not."""
+        engine = self.engine
+        if isinstance(request, BadRequest):
+            log.error("request %s ignored: %s", request.request_id, request)
+            return Reply(request.request_id, "unknown", False, f"bad request: {request}",
+                         State(engine.record.state), isotime())
+        name = request.kind
+        log.info("request from the command line: %s (by %s)", name, request.requested_by)
+        try:
+            if name == "engage":
+                engine.engage(manual=True)
+            elif name == "restore":
+                engine.restore()
+            else:
+                engine.reset()
+        except FailoverError as exc:
+            log.error("request %s refused: %s", name, exc)
+            engine.record.last_outcome = f"request {name} refused: {exc}"
+            engine.save()
+            return Reply(request.request_id, name, False, str(exc),
+                         State(engine.record.state), isotime())
+        state = State(engine.record.state)
+        reason = engine.record.aborted_reason if state == State.ABORTED else None
+        return Reply(request.request_id, name, True, reason, state, isotime())
 
     def _maybe_reload(self) -> None:
         if not self.reload_requested.is_set() or self._reload is None:
@@ -267,8 +289,7 @@ class Monitor:
         log.info("monitor stopped")
 
     def _pending(self) -> bool:
-        folder = requests_dir(self.policy.state_dir)
-        flag = paused_flag(self.policy.state_dir)
-        paused = self.engine.record.state == "paused"
-        return (self.reload_requested.is_set() or flag.exists() != paused
-                or any((folder / n).exists() for n in REQUESTS))
+        paths = self.paths
+        paused = self.engine.record.state == State.PAUSED
+        return (self.reload_requested.is_set() or paths.paused.exists() != paused
+                or has_pending(paths))

@@ -147,7 +147,9 @@ def main(args: argparse.Namespace) -> int:
 def _run(path: Path, work: Path, start: float, production: Any, sink: Any, lab: Any) -> int:
     from engine.commands import preflight
     from engine.failover import Engine
-    from engine.monitor import Monitor, requests_dir
+    from engine.monitor import Monitor
+    from engine.monitor_requests import submit
+    from engine.paths import StatePaths
     from engine.policy import load_policy
     from engine.state import StateStore
 
@@ -183,9 +185,7 @@ def _run(path: Path, work: Path, start: float, production: Any, sink: Any, lab: 
             production.start()
             wait_for(lambda: engine.record.production_back, 20, "production back")
             say(start, ">>> operator: failover-engine restore")
-            folder = requests_dir(policy.state_dir)
-            folder.mkdir(exist_ok=True)
-            (folder / "restore").write_text("drill\n")
+            submit(StatePaths(policy.state_dir), "restore", "the drill")
             wait_for(lambda: engine.record.state in ("watching", "aborted")
                      and engine.record.counts.get("restores", 0) >= 1, 60, "the restore")
             checks += [

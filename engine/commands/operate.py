@@ -1,8 +1,10 @@
 """`engage --now`, `restore`, `reset`, `pause`, `resume`: an operator acting on the engine.
 
-When no monitor is running, the command takes the policy's lock and acts itself. When a
-monitor holds the lock, the command leaves a request in `<state_dir>/requests/`, which
-the monitor picks up within a second, and follows the state until it settles.
+When no monitor is running, the command takes the policy's lock and acts itself. When the
+monitor (`failover-engine run`) holds the lock, the command leaves a request record for it
+(engine/monitor_requests.py), which the monitor picks up within a second, and waits for
+its reply: a refusal is exit 1 with the monitor's reason on stderr, an accepted request
+prints the resulting state (exit 1 if the run aborted or was cut short).
 """
 from __future__ import annotations
 
@@ -14,11 +16,11 @@ from engine.commands import load, preflight
 from engine.errors import FailoverError, LockHeld
 from engine.failover import Engine
 from engine.fsutil import atomic_write, ensure_private_dir
-from engine.monitor import requests_dir
-from engine.paths import paused_flag
-from engine.policy import Policy
+from engine.monitor_requests import collect_reply, picked_up, submit, withdraw
+from engine.paths import StatePaths
 from engine.runner import RunReport
-from engine.state import StateStore, isotime
+from engine.state import LockHolder, StateStore, isotime
+from engine.states import ARMED, RUNNING, State
 
 PICKUP_TIMEOUT = 15.0
 FOLLOW_TIMEOUT = 120.0
@@ -33,8 +35,7 @@ def print_report(report: RunReport) -> None:
               f"{r.step.name}: {r.summary}")
 
 
-def _act(args: argparse.Namespace, request: str,
-         act: Callable[[Engine], int], settled: tuple[str, ...]) -> int:
+def _act(args: argparse.Namespace, request: str, act: Callable[[Engine], int]) -> int:
     policy = load(args)
     preflight(policy)
     store = StateStore(policy.state_dir)
@@ -42,40 +43,43 @@ def _act(args: argparse.Namespace, request: str,
         with store.hold(request):
             return act(Engine(policy, store))
     except LockHeld:
-        holder = store.holder() or ""
-        if ", run," not in holder:
+        holder = store.lock_holder()
+        if holder is None or not holder.is_monitor:
             raise
-    return _ask_monitor(policy, store, request, holder, settled)
+    return _ask_monitor(store, request, holder)
 
 
-def _ask_monitor(policy: Policy, store: StateStore, request: str, holder: str,
-                 settled: tuple[str, ...]) -> int:
-    folder = ensure_private_dir(requests_dir(policy.state_dir))
-    path = folder / request
-    atomic_write(path, f"{isotime()}\n")
-    print(f"the monitor ({holder}) is running; asked it to {request}")
+def _ask_monitor(store: StateStore, kind: str, holder: LockHolder) -> int:
+    paths = StatePaths(store.state_dir)
+    request = submit(paths, kind)
+    print(f"the monitor ({holder}) is running; asked it to {kind}")
     deadline = time.monotonic() + PICKUP_TIMEOUT
-    while path.exists():
-        if time.monotonic() > deadline:
-            path.unlink(missing_ok=True)
+    while not picked_up(paths, request.request_id):
+        if time.monotonic() > deadline and withdraw(paths, request.request_id):
             raise FailoverError(
                 f"the monitor ({holder}) did not pick up the request within "
-                f"{PICKUP_TIMEOUT:.0f}s; check `failover-engine status` and its log")
+                f"{PICKUP_TIMEOUT:.0f}s; nothing was done; check `failover-engine status` "
+                "and its log")
         time.sleep(0.1)
     deadline = time.monotonic() + FOLLOW_TIMEOUT
-    record = store.load()
-    while record.state not in settled and time.monotonic() < deadline:
+    reply = collect_reply(paths, request.request_id)
+    while reply is None and time.monotonic() < deadline:
         time.sleep(0.2)
+        reply = collect_reply(paths, request.request_id)
+    if reply is None:
         record = store.load()
-    print(f"state: {record.state} since {record.since}")
-    if record.state not in settled:
-        print("still in progress; follow it with `failover-engine status`")
+        print(f"the monitor is still working on it; state: {record.state} since {record.since}")
+        print("follow it with `failover-engine status`")
         return 0
-    if record.state == "aborted":
-        print(f"aborted: {record.aborted_reason}")
+    if not reply.accepted:
+        raise FailoverError(f"the monitor refused: {reply.reason}")
+    print(f"state: {reply.state}")
+    if reply.state == State.ABORTED:
+        print(f"aborted: {reply.reason}")
+        print("fix the cause, then `failover-engine reset` (or `restore` to roll back)")
         return 1
-    if record.last_outcome and record.last_outcome.startswith(f"request {request} refused"):
-        print(record.last_outcome)
+    if reply.state in RUNNING:
+        print("the monitor stopped before the run finished; start it again to resume")
         return 1
     return 0
 
@@ -95,14 +99,12 @@ def _finish(engine: Engine, report: RunReport) -> int:
 
 def engage_main(args: argparse.Namespace) -> int:
     """Engage the failover immediately (planned outage)."""
-    return _act(args, "engage", lambda e: _finish(e, e.engage(manual=True)),
-                ("engaged", "aborted", "watching", "suspect", "paused"))
+    return _act(args, "engage", lambda e: _finish(e, e.engage(manual=True)))
 
 
 def restore_main(args: argparse.Namespace) -> int:
     """Run the restore steps."""
-    return _act(args, "restore", lambda e: _finish(e, e.restore()),
-                ("watching", "aborted", "engaged"))
+    return _act(args, "restore", lambda e: _finish(e, e.restore()))
 
 
 def reset_main(args: argparse.Namespace) -> int:
@@ -110,20 +112,20 @@ def reset_main(args: argparse.Namespace) -> int:
     def act(engine: Engine) -> int:
         print(f"state: {engine.reset()}")
         return 0
-    return _act(args, "reset", act, ("watching", "engaged", "aborted"))
+    return _act(args, "reset", act)
 
 
 def pause_main(args: argparse.Namespace) -> int:
     """Enter maintenance mode: the switch file holds it across restarts."""
     policy = load(args)
     ensure_private_dir(policy.state_dir)
-    atomic_write(paused_flag(policy.state_dir),
+    atomic_write(StatePaths(policy.state_dir).paused,
                  f"paused at {isotime()}{': ' + args.reason if args.reason else ''}\n", 0o644)
     store = StateStore(policy.state_dir)
     try:
         with store.hold("pause"):
             engine = Engine(policy, store)
-            if engine.record.state in ("watching", "suspect"):
+            if engine.record.state in ARMED:
                 engine.pause()
             print(f"paused (state {engine.record.state}); `failover-engine resume` ends it")
     except LockHeld:
@@ -134,7 +136,7 @@ def pause_main(args: argparse.Namespace) -> int:
 def resume_main(args: argparse.Namespace) -> int:
     """Leave maintenance mode."""
     policy = load(args)
-    paused_flag(policy.state_dir).unlink(missing_ok=True)
+    StatePaths(policy.state_dir).paused.unlink(missing_ok=True)
     store = StateStore(policy.state_dir)
     try:
         with store.hold("resume"):

@@ -2,7 +2,8 @@
 
 - `run` with a 0.2 s interval engages after the threshold once production stops;
 - a second `run` on the same policy is refused; `status --json` shows the state;
-- `restore` while the monitor runs goes through its request and re-arms;
+- `restore` while the monitor runs goes through its request and re-arms; a `reset` the
+  monitor refuses is exit 1 with its reason;
 - `engage --now` / `restore` without a monitor;
 - SIGKILL in the middle of engage at every step boundary, then start again: the end
   state equals an uninterrupted run, and no step completes twice.
@@ -123,7 +124,16 @@ def test_run_engages_after_threshold_and_restores_through_the_monitor(tmp_path, 
         restore = cli(policy, "restore")
         assert restore.returncode == 0, restore.stdout + restore.stderr
         assert "asked it to restore" in restore.stdout
+        assert "state: watching" in restore.stdout  # the monitor's reply, not a guess
         wait_until(lambda: state_of(tmp_path).get("state") == "watching", what="the restore")
+
+        # The monitor refuses a reset from watching: the reply's reason, exit 1.
+        reset = cli(policy, "reset")
+        assert reset.returncode == 1, reset.stdout + reset.stderr
+        assert "asked it to reset" in reset.stdout
+        assert "the monitor refused" in reset.stderr
+        assert "cannot reset from state watching" in reset.stderr
+        assert list((tmp_path / "state" / "requests").iterdir()) == []  # replies collected
         assert (tmp_path / "cron.d" / "refresh").exists()
         assert not (tmp_path / "state" / "engage.lock").exists()
         assert state_of(tmp_path)["hold_down_until"]

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from engine.failover import Engine
-from engine.monitor import Monitor, requests_dir
-from engine.paths import paused_flag
+from engine.monitor import Monitor
+from engine.monitor_requests import collect_reply, has_pending, submit
+from engine.paths import StatePaths, paused_flag
 from engine.policy import MonitorSpec, Policy, ProbeSpec, Step
 from engine.state import StateStore
 
@@ -132,11 +133,14 @@ def test_hold_down_blocks_a_second_automatic_engage_and_engage_now_overrides(wor
         monitor.cycle()
     assert engine.record.state == "suspect"  # prolonged, but held down
     assert engine.record.counts["engages"] == 1
-    folder = requests_dir(engine.policy.state_dir)
-    folder.mkdir(exist_ok=True)
-    (folder / "engage").write_text("now\n")
+    paths = StatePaths(engine.policy.state_dir)
+    request = submit(paths, "engage")
     monitor.handle_requests()
     assert engine.record.state == "engaged" and engine.record.counts["engages"] == 2
+    reply = collect_reply(paths, request.request_id)
+    assert reply is not None and reply.accepted and reply.state == "engaged"
+    assert reply.kind == "engage" and reply.reason is None
+    assert collect_reply(paths, request.request_id) is None  # collected once, then gone
 
 
 def test_production_back_is_reported_once_but_never_fails_back(world, https_server, smtp_sink):
@@ -169,15 +173,34 @@ def test_transition_mails_and_reminders(world, https_server, smtp_sink):
     assert "Policy: mon" in body and "State: " in body
 
 
-def test_a_refused_request_is_recorded_not_raised(world):
+def test_a_refused_request_is_replied_and_recorded_not_raised(world):
     monitor, engine = world()
-    folder = requests_dir(engine.policy.state_dir)
-    folder.mkdir(parents=True)
-    (folder / "restore").write_text("x\n")
+    paths = StatePaths(engine.policy.state_dir)
+    request = submit(paths, "restore")
+    assert monitor._pending()
     monitor.handle_requests()
     assert engine.record.state == "watching"
     assert "request restore refused" in engine.record.last_outcome
-    assert not (folder / "restore").exists()
+    assert not has_pending(paths) and not monitor._pending()
+    reply = collect_reply(paths, request.request_id)
+    assert reply is not None and not reply.accepted and reply.state == "watching"
+    assert "cannot restore from state watching" in reply.reason
+
+
+def test_requests_are_answered_in_order_and_a_bad_one_is_refused(world):
+    monitor, engine = world()
+    paths = StatePaths(engine.policy.state_dir)
+    first = submit(paths, "engage")
+    second = submit(paths, "restore")
+    bad_id = "0-engage-bad"
+    paths.request_file(bad_id).write_text("{not json")
+    monitor.handle_requests()
+    assert engine.record.counts == {"engages": 1, "restores": 1}
+    assert engine.record.state == "watching"
+    assert collect_reply(paths, first.request_id).state == "engaged"
+    assert collect_reply(paths, second.request_id).state == "watching"
+    bad = collect_reply(paths, bad_id)
+    assert bad is not None and not bad.accepted and "bad request: not JSON" in bad.reason
 
 
 def test_run_forever_stops_on_the_event_and_keeps_the_schedule(world):
