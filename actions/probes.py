@@ -20,6 +20,13 @@ is one line an operator can act on ("HTTP 503 (expected 200)", "connect timeout 
 
 Only the standard library is used (`http.client`, `ssl`, `socket`): no proxies, no
 redirects followed (a 301 is reported as such, which is what a health check wants).
+
+A guard (`monitor.guards`) is a reachability check: the monitor builds it with
+`guard=True`, and then any HTTP response — any status, a redirect included — or a
+completed TLS handshake counts as reachable, unless the policy gives `expect_status`.
+The target keeps `expect_status` 200 by default. `cannot_run()` says why a probe cannot
+work at all (a client certificate missing, unreadable or expired): the monitor reports
+the failover as disarmed then, and `certificate_not_after()` feeds the expiry warning.
 """
 from __future__ import annotations
 
@@ -29,11 +36,13 @@ import socket
 import ssl
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from actions.base import Context, ProbeResult
 from engine.durations import format_duration, parse_duration
+from engine.tlsfiles import tls_file_problems
 
 _BODY_LIMIT = 1024 * 1024
 _USER_AGENT = "failover-engine-probe/1"
@@ -50,18 +59,43 @@ def _connect_error(exc: OSError, host: str, port: int, timeout: float) -> str:
     return f"cannot connect to {host}:{port}: {exc.strerror or exc}"
 
 
-def _tls_error(exc: BaseException) -> str:
-    """One line for a TLS failure, naming the usual cause."""
+# TLS alerts a server sends about the client certificate → what it means to an operator.
+_CLIENT_CERT_ALERTS = {
+    "CERTIFICATE_REQUIRED": "the server requires a client certificate",
+    "UNKNOWN_CA": "the server rejected our client certificate (issuer not trusted there)",
+    "BAD_CERTIFICATE": "the server rejected our client certificate",
+    "UNSUPPORTED_CERTIFICATE": "the server rejected our client certificate",
+    "CERTIFICATE_EXPIRED": "the server rejected our client certificate (expired)",
+    "CERTIFICATE_REVOKED": "the server rejected our client certificate (revoked)",
+    "CERTIFICATE_UNKNOWN": "the server rejected our client certificate",
+    "ACCESS_DENIED": "the server rejected our client certificate (access denied)",
+    "DECRYPT_ERROR": "the server rejected our client certificate (signature check failed)",
+}
+
+
+def _tls_error(exc: BaseException, *, client_cert: bool = False) -> str:
+    """One line for a TLS failure, naming the usual cause.
+
+    With TLS 1.3 the server checks our certificate after the handshake, and some servers
+    reject it by closing the connection with no alert: the client then sees only "EOF
+    occurred in violation of protocol" or a reset. With a client certificate presented,
+    that is the server rejecting it, and the line says so.
+    """
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"TLS: certificate verify failed ({exc.verify_message})"
     if isinstance(exc, ssl.SSLError):
-        reason = exc.reason or str(exc)
-        if "CERTIFICATE_REQUIRED" in reason.upper():
-            return f"TLS: the server requires a client certificate ({reason})"
-        if "UNKNOWN_CA" in reason.upper() or "BAD_CERTIFICATE" in reason.upper():
-            return f"TLS: the server rejected our client certificate ({reason})"
+        reason = str(exc.reason or exc)
+        for alert, meaning in _CLIENT_CERT_ALERTS.items():
+            if alert in reason.upper():
+                return f"TLS: {meaning} (alert {alert.lower().replace('_', ' ')})"
+        if client_cert and (isinstance(exc, ssl.SSLEOFError) or "EOF" in reason.upper()):
+            return ("TLS: the server rejected our client certificate (it closed the "
+                    "connection after the handshake without a response)")
         return f"TLS: {reason}"
-    return f"TLS: {exc}"
+    if client_cert and isinstance(exc, ConnectionResetError | BrokenPipeError):
+        return ("TLS: the server rejected our client certificate (it reset the connection "
+                "after the handshake)")
+    return f"TLS: {getattr(exc, 'strerror', None) or exc}"
 
 
 def _left(deadline: float) -> float:
@@ -91,7 +125,8 @@ class TcpProbe:
 
     kind: ClassVar[str] = "tcp"
 
-    def __init__(self, params: Mapping[str, Any]) -> None:
+    def __init__(self, params: Mapping[str, Any], *, guard: bool = False) -> None:
+        # A connect is a reachability check already: `guard` changes nothing here.
         self.host = str(params["host"])
         self.port = int(params["port"])
         self.timeout = parse_duration(params.get("timeout", "10s"))
@@ -110,7 +145,16 @@ class TcpProbe:
         return ProbeResult(True, f"connected to {self.host}:{self.port}", latency)
 
     def host_problems(self, ctx: Context | None = None) -> list[str]:
+        """Nothing on this host to check: a tcp probe needs no files."""
         return []
+
+    def cannot_run(self) -> str | None:
+        """A tcp probe needs nothing on this host: it can always run."""
+        return None
+
+    def certificate_not_after(self) -> datetime | None:
+        """No client certificate."""
+        return None
 
 
 class HttpProbe:
@@ -118,7 +162,7 @@ class HttpProbe:
 
     kind: ClassVar[str] = "http"
 
-    def __init__(self, params: Mapping[str, Any]) -> None:
+    def __init__(self, params: Mapping[str, Any], *, guard: bool = False) -> None:
         self.url = str(params["url"])
         parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -129,7 +173,11 @@ class HttpProbe:
         self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self.host_header = parts.netloc.rsplit("@", 1)[-1]
         self.timeout = parse_duration(params.get("timeout", "30s"))
-        self.expect_status = int(params.get("expect_status", 200))
+        # None: any response will do (a guard asks "can this host reach the world?").
+        wanted = params.get("expect_status")
+        self.expect_status: int | None = (
+            int(wanted) if wanted is not None else None if guard else 200)
+        self.guard = guard
         self.expect_body: str | None = params.get("expect_body")
         self.client_cert: str | None = params.get("client_cert")
         self.client_key: str | None = params.get("client_key")
@@ -137,6 +185,7 @@ class HttpProbe:
         # Verification stays on unless the policy says `verify: false` in so many words.
         self.verify = params.get("verify", True) is not False
         self._cached: tuple[tuple[Any, ...], ssl.SSLContext] | None = None
+        self._not_after: tuple[tuple[Any, ...], datetime | None] | None = None
 
     def _files_signature(self) -> tuple[Any, ...]:
         """What identifies the TLS files' content cheaply: (name, mtime, size) of each."""
@@ -172,14 +221,42 @@ class HttpProbe:
         return context
 
     def host_problems(self, ctx: Context | None = None) -> list[str]:
-        """Certificate, key and CA files must exist and load (for `validate --host`)."""
+        """Certificate, key and CA files must exist and load (for `validate --host`): one
+        line per file, starting with its option (`client_cert: …`, `ca_file: …`)."""
         if not self.tls:
             return []
+        return tls_file_problems({"client_cert": self.client_cert,
+                                  "client_key": self.client_key, "ca_file": self.ca_file})
+
+    def certificate_not_after(self) -> datetime | None:
+        """When the client certificate expires (UTC), None without one; OSError or
+        ValueError when it cannot be read. Parsed again only when the file changes."""
+        if not self.client_cert:
+            return None
+        st = os.stat(self.client_cert)
+        signature = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if self._not_after is None or self._not_after[0] != signature:
+            from cryptography import x509
+
+            with open(self.client_cert, "rb") as handle:
+                cert = x509.load_pem_x509_certificate(handle.read())
+            self._not_after = (signature, cert.not_valid_after_utc)
+        return self._not_after[1]
+
+    def cannot_run(self) -> str | None:
+        """Why this probe cannot work at all, whatever the server does: its TLS files do
+        not load or its client certificate has expired. None when it can run."""
+        if not self.tls:
+            return None
         try:
             self._context()
+            not_after = self.certificate_not_after()
         except (OSError, ssl.SSLError, ValueError) as exc:
-            return [f"probe {self.url}: {self._context_error(exc)}"]
-        return []
+            return self._context_error(exc)
+        if not_after is not None and not_after <= datetime.now(UTC):
+            return (f"the client certificate {self.client_cert} expired on "
+                    f"{not_after.isoformat(timespec='seconds')}")
+        return None
 
     def _context_error(self, exc: BaseException) -> str:
         files = ", ".join(
@@ -227,8 +304,12 @@ class HttpProbe:
                 except TimeoutError:
                     return False, f"TLS handshake timeout after {format_duration(self.timeout)}"
                 except (ssl.SSLError, OSError) as exc:
-                    return False, _tls_error(exc)
-            return self._request(sock, deadline)
+                    return False, _tls_error(exc, client_cert=bool(self.client_cert))
+            ok, detail = self._request(sock, deadline)
+            if not ok and self.tls and self.expect_status is None:
+                # The handshake completed: the network works, which is all a guard asks.
+                return True, f"TLS handshake completed (then {detail})"
+            return ok, detail
         finally:
             sock.close()
 
@@ -248,13 +329,19 @@ class HttpProbe:
             return False, f"no response within {format_duration(self.timeout)}"
         except ssl.SSLError as exc:
             # With TLS 1.3 a rejected client certificate shows up only when we read.
-            return False, _tls_error(exc)
+            return False, _tls_error(exc, client_cert=bool(self.client_cert))
+        except ConnectionResetError as exc:
+            if self.tls and self.client_cert:
+                return False, _tls_error(exc, client_cert=True)
+            return False, f"connection closed before a response: {exc.strerror or exc}"
         except (ConnectionError, http.client.HTTPException, OSError) as exc:
             reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
             return False, f"connection closed before a response: {reason}"
         finally:
             conn.close()
         status = f"HTTP {response.status}"
+        if self.expect_status is None:
+            return True, f"{status} (reachable)"
         if response.status != self.expect_status:
             return False, f"{status} (expected {self.expect_status})"
         if self.expect_body is not None and self.expect_body not in body.decode("utf-8", "replace"):

@@ -4,7 +4,8 @@ A policy can validate in CI, where its secrets and certificates do not exist; th
 checks are what make sure it will work where it runs:
 
 - every file under `secrets:` exists, is owned by the engine's user, mode 0600/0400;
-- the `client_cert`, `client_key` and `ca_file` of each http probe load as PEM;
+- each probe reports what it misses through its own `host_problems()` (an http probe:
+  its `client_cert`, `client_key` and `ca_file` must load as PEM), one line per option;
 - `state_dir`, the metrics file's directory and each job's work dir and status log
   directory are writable directories, or can be created;
 - the notify relay's `ca_file` loads;
@@ -18,13 +19,13 @@ libraries the policy's own step kinds need are loaded.
 from __future__ import annotations
 
 import os
-import ssl
 from pathlib import Path
 from typing import Any
 
 from engine.errors import FailoverError
 from engine.policy import Policy, Step
 from engine.secrets import SecretStore, check_secret_file
+from engine.tlsfiles import tls_file_problems
 
 
 def host_problems(policy: Policy) -> list[str]:
@@ -35,11 +36,11 @@ def host_problems(policy: Policy) -> list[str]:
         if problem:
             problems.append(f"secrets.{name}: {problem}")
     for name, probe in policy.probes.items():
-        if probe.kind == "http":
-            problems.extend(_tls_problems(f"probes.{name}.http", probe.params))
+        problems.extend(_probe_problems(f"probes.{name}.{probe.kind}", probe.kind, probe.params))
     smtp = ((policy.notify or {}).get("email") or {}).get("smtp") or {}
     if smtp.get("ca_file"):
-        problems.extend(_tls_problems("notify.email.smtp", {"ca_file": smtp["ca_file"]}))
+        problems.extend(f"notify.email.smtp.{line}"
+                        for line in tls_file_problems({"ca_file": smtp["ca_file"]}))
     bad: list[Path] = []
     for key, directory in _directories(policy):
         # Defaults live under state_dir: one line for a bad state_dir, not one per use.
@@ -53,40 +54,6 @@ def host_problems(policy: Policy) -> list[str]:
     for step in policy.all_steps():
         problems.extend(_step_problems(policy, step, store))
     return problems
-
-
-def _tls_problems(where: str, params: dict[str, Any]) -> list[str]:
-    """The certificate, key and CA files of an http probe must load."""
-    problems: list[str] = []
-    cert, key, ca_file = params.get("client_cert"), params.get("client_key"), params.get("ca_file")
-    if cert:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        try:
-            # An empty password instead of None: an encrypted key must fail, not prompt on a tty.
-            context.load_cert_chain(cert, key, password=lambda: b"")
-        except (OSError, ssl.SSLError) as exc:
-            files = f"{cert} with key {key}" if key else str(cert)
-            problems.append(f"{where}.client_cert: cannot load {files}: {_reason(exc)} "
-                            "(a PEM certificate and its private key are needed)")
-    if ca_file:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        try:
-            context.load_verify_locations(cafile=ca_file)
-        except (OSError, ssl.SSLError) as exc:
-            problems.append(f"{where}.ca_file: cannot load {ca_file}: {_reason(exc)} "
-                            "(a PEM bundle of CA certificates is needed)")
-    return problems
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLError):
-        # OpenSSL says only "PEM lib" (or nothing) for a file that is not PEM at all.
-        if exc.reason in (None, "PEM_LIB"):
-            return "not valid PEM"
-        return str(exc.reason).lower().replace("_", " ")
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc)
 
 
 def _directories(policy: Policy) -> list[tuple[str, Path]]:
@@ -121,6 +88,24 @@ def _dir_problem(directory: Path) -> str | None:
     return None
 
 
+def _probe_problems(where: str, kind: str, params: dict[str, Any]) -> list[str]:
+    """The probe's own `host_problems()`, each line prefixed with the probe's key path."""
+    from actions.registry import probe_class
+
+    try:
+        probe = probe_class(kind)(params)
+    except ModuleNotFoundError as exc:
+        return [f"{where}: needs the Python module {exc.name!r} "
+                "(run bin/bootstrap to install the dependencies)"]
+    except (ImportError, AttributeError, KeyError) as exc:
+        return [f"{where}: cannot load the probe: {exc}"]
+    except (ValueError, TypeError) as exc:
+        # The schema has accepted the options, so this is the probe refusing them.
+        return [f"{where}: {exc}"]
+    check = getattr(probe, "host_problems", None)
+    return [f"{where}.{line}" for line in check()] if check is not None else []
+
+
 def _step_problems(policy: Policy, step: Step, store: SecretStore) -> list[str]:
     from actions.base import Context
     from actions.registry import STEP_KINDS, step_class
@@ -143,7 +128,7 @@ def _step_problems(policy: Policy, step: Step, store: SecretStore) -> list[str]:
             work_dir = job.work_dir
     ctx = Context(
         policy_name=policy.name, state_dir=policy.state_dir, step_id=step.where,
-        secret=store.path, log=lambda _line: None, policy=policy, dry_run=True,
+        secret=store.path, log=lambda _line: None, policy=policy,
         work_dir=work_dir,
     )
     try:

@@ -20,8 +20,9 @@ are kept as written (the actions read them).
 The `state_dir` argument (the CLI's --state-dir) overrides the policy's; a relative
 override is taken relative to the current directory, as any command-line path is.
 Defaults: `monitor.hold_down` 1h, `monitor.metrics_file` <state_dir>/metrics.prom, a job's
-`work_dir` <state_dir>/work/<job>, a step's `on_error` "continue" for notify and "abort"
-for every other kind.
+`work_dir` <state_dir>/work/<job>; a step's `retries` and `on_error` come from the
+`default` its kind's fragment gives the option (notify.json: on_error continue), else from
+common.json's (retries 0, on_error abort).
 """
 from __future__ import annotations
 
@@ -217,6 +218,16 @@ def build_policy(source: Source, *, state_dir: str | Path | None = None,
     )
 
 
+def _option(options: dict[str, Any], kind: str, name: str, schemas: Schemas,
+            fallback: Any) -> Any:
+    """A common step option as written, else its default from the kind's fragment or
+    common.json (the schema is where defaults live), else `fallback`."""
+    if name in options:
+        return options[name]
+    default = schemas.option_default(kind, name)
+    return fallback if default is None else default
+
+
 def _steps(source: Source, at: tuple[str, ...], items: list[dict[str, Any]],
            paths: _PathResolver) -> list[Step]:
     steps: list[Step] = []
@@ -230,8 +241,8 @@ def _steps(source: Source, at: tuple[str, ...], items: list[dict[str, Any]],
                 kind=kind,
                 params=paths.localize(params, f"steps/{kind}.json"),
                 timeout=parse_duration(timeout) if timeout is not None else None,
-                retries=options.get("retries", 0),
-                on_error=options.get("on_error", "continue" if kind == "notify" else "abort"),
+                retries=_option(options, kind, "retries", paths.schemas, 0),
+                on_error=_option(options, kind, "on_error", paths.schemas, "abort"),
                 label=options.get("label", ""),
                 where=dotted((*at, index)),
                 line=source.position((*at, index))[0],

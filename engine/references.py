@@ -52,11 +52,12 @@ def reference_problems(source: Source, schemas: Schemas) -> list[Finding]:
 
     probes = as_mapping(data.get("probes"))
     monitor = as_mapping(data.get("monitor"))
-    guards = monitor.get("guards") if isinstance(monitor.get("guards"), list) else []
+    raw_guards = monitor.get("guards")
+    guards: list[Any] = raw_guards if isinstance(raw_guards, list) else []
     defined = join_names(probes) or "none"
-    for path, name in [(("monitor", "target"), monitor.get("target"))] + [
-        (("monitor", "guards", i), g) for i, g in enumerate(guards)
-    ]:
+    named: list[tuple[tuple[Any, ...], Any]] = [(("monitor", "target"), monitor.get("target"))]
+    named += [(("monitor", "guards", i), g) for i, g in enumerate(guards)]
+    for path, name in named:
         if not isinstance(name, str):
             continue  # absent or of the wrong type: the schema check reports it
         if name not in probes:
@@ -66,7 +67,8 @@ def reference_problems(source: Source, schemas: Schemas) -> list[Finding]:
             add(path, f"probe {name!r} is the target; a guard must be a different probe")
     window = as_mapping(monitor.get("window"))
     failures, cycles = window.get("failures"), window.get("cycles")
-    if is_int(failures) and is_int(cycles) and failures > cycles:
+    if isinstance(failures, int) and isinstance(cycles, int) and is_int(failures) \
+            and is_int(cycles) and failures > cycles:
         add(("monitor", "window", "failures"),
             f"{failures} failures can never happen in {cycles} cycles "
             "(failures must be at most cycles)")

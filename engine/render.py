@@ -6,9 +6,12 @@ compare text and `install --dry-run` can diff it against what is on disk.
 - `/etc/systemd/system/failover-engine-<policy>.service` runs the monitor (`run`). It
   restarts on failure but stops for good after `START_LIMIT_BURST` starts within
   `START_LIMIT_INTERVAL` (a crash loop must page someone, not spin), and is hardened with
-  `ProtectSystem=strict`: the only writable paths are the state directory and the
-  directories the policy's engage and restore steps write to (the cron dir for
-  disable_cron/enable_cron, a lock file's dir, status logs, the metrics file's dir).
+  `ProtectSystem=strict`: the only writable paths are the state directory, the metrics
+  file's directory and what the policy's engage and restore steps write. A step's
+  fragment says what it writes: each property marked `"x-writes": "file"` names a file
+  the step creates, replaces or moves (its directory must be writable: atomic replace
+  and rename need it), each marked `"x-writes": "dir"` a directory it writes into
+  (HACKING.md, "A new step kind").
 - `/etc/cron.d/failover-engine-<policy>` has one line per job with a `schedule`. The
   engage step `disable_cron` parks exactly this file, so a failover stops every job at once.
 - `/etc/logrotate.d/failover-engine-<policy>` rotates the jobs' status logs, their cron
@@ -25,6 +28,7 @@ from pathlib import Path
 
 from engine.errors import UsageError
 from engine.policy import Policy, Step
+from engine.schemacheck import Schemas, load_schemas
 
 UNIT_DIR = Path("/etc/systemd/system")
 CRON_DIR = Path("/etc/cron.d")
@@ -35,11 +39,6 @@ RESTART_SEC = "30s"
 START_LIMIT_BURST = 5
 START_LIMIT_INTERVAL = "15min"  # > START_LIMIT_BURST × RESTART_SEC, so the limit can trip
 TIMEOUT_STOP_SEC = "60s"
-
-# Step options that name a file the step creates, replaces or moves (its directory must be
-# writable: atomic replace and rename need it) or a directory the step writes into.
-FILE_KEYS = frozenset({"file", "path", "status_log", "link", "lock_file", "dest", "metrics_file"})
-DIR_KEYS = frozenset({"dir", "work_dir", "park_dir", "dest_dir", "directory_path"})
 
 _CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,-]+$")
 _CRON_NICKNAMES = frozenset(
@@ -100,24 +99,28 @@ def systemd_quote(word: str, *, dollar: bool = False) -> str:
     return word
 
 
-def _step_paths(step: Step) -> list[Path]:
+def step_write_paths(step: Step, schemas: Schemas) -> list[Path]:
+    """Directories `step` writes, from the `x-writes` properties of its kind's fragment.
+
+    The loader has made `x-path` values absolute, so a relative one here came from a
+    hand-built Step and is skipped (it cannot be named in a unit file).
+    """
     paths = []
-    for key, value in step.params.items():
+    for key, how in schemas.writes(f"steps/{step.kind}.json").items():
+        value = step.params.get(key)
         if not (isinstance(value, str) and value.startswith("/")):
             continue
-        if key in FILE_KEYS:
-            paths.append(Path(value).parent)
-        elif key in DIR_KEYS:
-            paths.append(Path(value))
+        paths.append(Path(value).parent if how == "file" else Path(value))
     return paths
 
 
-def write_paths(policy: Policy) -> list[Path]:
+def write_paths(policy: Policy, schemas: Schemas | None = None) -> list[Path]:
     """Directories the monitor must be able to write besides the state directory."""
+    schemas = schemas or load_schemas()
     state_dir = Path(policy.state_dir)
-    found: list[Path] = [CRON_DIR]
+    found: list[Path] = []
     for step in [*policy.engage, *policy.restore]:
-        found.extend(_step_paths(step))
+        found.extend(step_write_paths(step, schemas))
     if policy.monitor.metrics_file is not None:
         found.append(Path(policy.monitor.metrics_file).parent)
     unique: list[Path] = []

@@ -22,7 +22,7 @@ import functools
 import json
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,7 +121,7 @@ def registered_kinds() -> dict[str, list[str]]:
     return {definition: list(getattr(registry, table)) for definition, _, table in _KIND_TABLES}
 
 
-def assemble_main(main: dict[str, Any], kinds: dict[str, Sequence[str]]) -> dict[str, Any]:
+def assemble_main(main: dict[str, Any], kinds: Mapping[str, Sequence[str]]) -> dict[str, Any]:
     """The main schema with `$defs.step` and `$defs.probe` listing `kinds` (a copy).
 
     Each kind is allowed by name (`propertyNames.enum`, in the given order) and its
@@ -261,7 +261,8 @@ def _missing_fragment_uses(source: Source, schemas: Schemas) -> list[Finding]:
         if SCHEMA_BASE + relative in schemas.missing:
             line, col = source.position(path, key=True)
             findings.append(Finding(line, col, dotted(path), f"cannot check {what}: "
-                                    f"{schemas.directory / relative} is missing (an incomplete install)"))
+                                    f"{schemas.directory / relative} is missing "
+                                    "(an incomplete install)"))
     return findings
 
 

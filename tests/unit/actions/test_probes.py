@@ -117,7 +117,9 @@ def test_plain_http_and_missing_cert_files(http_server: HttpsServer, tmp_path) -
     result = probe.check()
     assert not result.ok
     assert result.detail.startswith("cannot load TLS files (client_cert ")
-    assert probe.host_problems()[0].endswith("No such file or directory")
+    (problem,) = probe.host_problems()
+    assert problem.startswith(f"client_cert: cannot load {tmp_path / 'nope.pem'} with key ")
+    assert "No such file or directory" in problem
 
 
 def test_host_problems_empty_for_good_files(https_server: HttpsServer, pki: Pki) -> None:

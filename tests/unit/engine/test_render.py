@@ -1,10 +1,13 @@
 """Rendering of the systemd unit, the cron file and the logrotate snippet (engine/render.py)."""
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
 
+from actions.registry import STEP_KINDS
 from engine.errors import UsageError
 from engine.policy import JobSpec, MonitorSpec, Policy, ProbeSpec, Step
 from engine.render import (
@@ -17,6 +20,7 @@ from engine.render import (
     systemd_quote,
     write_paths,
 )
+from engine.schemacheck import SCHEMA_DIR, load_schemas
 
 ENGINE = Path("/usr/local/bin/failover-engine")
 
@@ -89,13 +93,43 @@ def test_unit_runs_the_monitor_with_restart_limits_and_hardening(tmp_path):
     assert ("Service", "User") not in values  # root by default
 
 
-def test_read_write_paths_cover_state_cron_lock_and_status_dirs(tmp_path):
+def test_read_write_paths_cover_state_cron_and_lock_dirs(tmp_path):
     policy = make_policy(tmp_path)
     rw = unit_values(render_unit(policy, ENGINE))[("Service", "ReadWritePaths")][0].split()
     assert rw[0] == str(tmp_path / "state")  # required: install creates it
-    assert set(rw[1:]) == {"-/etc/cron.d", "-/var/lock/gocdb", "-/var/log/failover-engine"}
-    assert write_paths(policy) == sorted(
-        Path(p) for p in ("/etc/cron.d", "/var/lock/gocdb", "/var/log/failover-engine"))
+    # check_dump_age only reads its status_log: ProtectSystem=strict leaves reading alone
+    assert set(rw[1:]) == {"-/etc/cron.d", "-/var/lock/gocdb"}
+    assert write_paths(policy) == sorted(Path(p) for p in ("/etc/cron.d", "/var/lock/gocdb"))
+
+
+def test_writable_paths_come_from_the_fragments_x_writes(tmp_path):
+    """A property marked x-writes in a fragment is writable in the unit, whatever its name."""
+    schema_dir = tmp_path / "schemas"
+    shutil.copytree(SCHEMA_DIR, schema_dir)
+    lock = schema_dir / "steps" / "lock.json"
+    schema = json.loads(lock.read_text())
+    schema["properties"]["target"] = {"type": "string", "description": "Where it goes.",
+                                      "x-path": True, "x-writes": "file"}
+    schema["properties"]["spool"] = {"type": "string", "description": "A directory.",
+                                     "x-path": True, "x-writes": "dir"}
+    lock.write_text(json.dumps(schema))
+    policy = make_policy(tmp_path, restore=[], engage=[
+        Step("lock", {"state": "present", "target": "/srv/flags/engaged",
+                      "spool": "/srv/spool"})])
+    assert write_paths(policy, load_schemas(schema_dir)) == [Path("/srv/flags"),
+                                                             Path("/srv/spool")]
+    assert write_paths(policy) == []  # the shipped lock.json marks neither
+
+
+def test_every_x_writes_property_is_a_path(tmp_path):
+    """x-writes values are "file" or "dir", on properties the loader makes absolute."""
+    schemas = load_schemas()
+    for kind in STEP_KINDS:
+        properties = schemas.fragment(f"steps/{kind}.json").get("properties", {})
+        for name, sub in properties.items():
+            if "x-writes" in sub:
+                assert sub["x-writes"] in ("file", "dir"), (kind, name)
+                assert sub.get("x-path") is True, (kind, name)
 
 
 def test_park_dir_and_metrics_dir_are_writable(tmp_path):
@@ -112,7 +146,7 @@ def test_paths_inside_the_state_dir_are_not_listed_twice(tmp_path):
     inside = str(tmp_path / "state" / "engage.lock")
     policy = make_policy(tmp_path, engage=[Step("lock", {"state": "present", "file": inside})],
                          restore=[])
-    assert write_paths(policy) == [Path("/etc/cron.d")]
+    assert write_paths(policy) == []
 
 
 def test_user_option_sets_user_in_unit_and_cron(tmp_path):
