@@ -17,6 +17,7 @@ import errno
 import fcntl
 import json
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -66,6 +67,11 @@ class EngineState:
     hold_down_until: str | None = None
     last_reminder: str | None = None
     counts: dict[str, int] = field(default_factory=lambda: {"engages": 0, "restores": 0})
+    # Cycles in a row in which every guard failed, and why the failover cannot engage now
+    # (None while armed): see engine/arming.py.
+    guards_failed: int = 0
+    disarmed: str | None = None
+    disarmed_since: str | None = None
 
     def to_json(self) -> str:
         """Serialise with a format version, keys sorted for readable diffs."""
@@ -171,7 +177,16 @@ class StateStore:
         journal). A routine cycle's save need not be: a power cut then costs at most the
         last few cycles' counts, never a transition or a journalled step."""
         self.ensure_dir()
-        atomic_write(self.path, state.to_json(), mode=0o600, durable=durable)
+        atomic_write(self.path, state.to_json(), mode=self.file_mode(), durable=durable)
+
+    def file_mode(self) -> int:
+        """0640 when `install --check-group` made the state directory group-readable (a
+        monitoring user reads state.json and engine.lock through that group; neither holds
+        a secret), else 0600."""
+        try:
+            return 0o640 if self.state_dir.stat().st_mode & stat.S_IRGRP else 0o600
+        except OSError:
+            return 0o600
 
     @contextlib.contextmanager
     def hold(self, role: str) -> Iterator[None]:
@@ -179,6 +194,9 @@ class StateStore:
         self.ensure_dir()
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
+            if self.file_mode() != 0o600:
+                with contextlib.suppress(OSError):  # not our file: leave its mode alone
+                    os.fchmod(fd, self.file_mode())  # the unit's UMask=0077 would hide it
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
