@@ -14,7 +14,15 @@ from actions.registry import PROBE_KINDS, STEP_KINDS
 from engine.errors import PolicyError
 from engine.policy import build_policy, load_policy
 from engine.references import reference_problems
-from engine.schemacheck import SCHEMA_BASE, SCHEMA_DIR, load_schemas, schema_problems
+from engine.schemacheck import (
+    SCHEMA_BASE,
+    SCHEMA_DIR,
+    fragment_kinds,
+    load_schemas,
+    schema_problems,
+    stale_main_schema,
+)
+from engine.schemacheck import main as schemacheck_main
 from engine.yamlsource import read_yaml
 from tests.support import REPO
 
@@ -275,3 +283,68 @@ def test_properties_marked_x_path_are_resolved_against_the_policy_dir(tmp_path: 
     assert policy.engage[0].params["file"] == str(policy_dir / "run" / "engage.lock")
     assert policy.restore[0].params["file"] == "/run/engage.lock"
     assert policy.raw["engage"][0]["lock"]["file"] == "run/engage.lock"  # raw stays as written
+
+
+# --- kinds assembled from the registry; fragments own defaults -----------------------------
+
+
+def test_committed_main_schema_lists_the_registry_kinds() -> None:
+    """policy.schema.json (for editors) carries the kinds the loader assembles."""
+    stale = stale_main_schema(SCHEMA_DIR)
+    assert stale is None, (f"{stale[0]} is stale: run "
+                           "`.venv/bin/python -m engine.schemacheck --write`")
+
+
+def test_every_fragment_is_a_registered_kind_and_back() -> None:
+    schemas = load_schemas()
+    assert sorted(fragment_kinds(schemas.by_id, "steps")) == sorted(STEP_KINDS)
+    assert sorted(fragment_kinds(schemas.by_id, "probes")) == sorted(PROBE_KINDS)
+
+
+def test_a_registered_kind_with_a_fragment_validates_without_editing_the_main_schema(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from actions import registry
+
+    schema_dir = copy_schemas(tmp_path)
+    (schema_dir / "steps" / "touch.json").write_text(json.dumps({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_BASE + "steps/touch.json", "title": "touch",
+        "description": "Create a file.", "type": "object",
+        "$ref": "common.json#/$defs/options",
+        "properties": {"path": {"type": "string", "description": "The file.",
+                                "x-path": True, "x-writes": "file"},
+                       "on_error": {"default": "continue", "description": "Never stop."}},
+        "required": ["path"], "unevaluatedProperties": False}))
+    path = tmp_path / "p.yaml"
+    path.write_text(BASE + "engage:\n  - touch: {path: flags/on}\nrestore:\n"
+                    "  - touch: {path: flags/off, on_error: abort}\n")
+    source = read_yaml(path)
+    findings = schema_problems(source, load_schemas(schema_dir))
+    assert [f.where for f in findings] == ["engage[0].touch", "restore[0].touch"]
+    assert findings[0].message.startswith("unknown step kind 'touch' (known: notify,")
+    monkeypatch.setitem(registry.STEP_KINDS, "touch", "tests.nowhere:Touch")
+    schemas = load_schemas(schema_dir)
+    assert schema_problems(source, schemas) == []
+    assert schemas.writes("steps/touch.json") == {"path": "file"}
+    monkeypatch.setenv("FAILOVER_ENGINE_SCHEMA_DIR", str(schema_dir))
+    policy = load_policy(path)
+    assert policy.engage[0].params == {"path": str(tmp_path / "flags" / "on")}
+    assert [s.on_error for s in (*policy.engage, *policy.restore)] == ["continue", "abort"]
+
+
+def test_a_stale_committed_schema_is_found_and_rewritten(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from actions import registry
+
+    schema_dir = copy_schemas(tmp_path)
+    monkeypatch.setenv("FAILOVER_ENGINE_SCHEMA_DIR", str(schema_dir))
+    monkeypatch.setitem(registry.STEP_KINDS, "touch", "tests.nowhere:Touch")
+    assert schemacheck_main([]) == 1
+    assert "stale list of step or probe kinds" in capsys.readouterr().err
+    assert schemacheck_main(["--write"]) == 0
+    main = load(schema_dir / "policy.schema.json")
+    assert main["$defs"]["step"]["propertyNames"]["enum"][-1] == "touch"
+    assert main["$defs"]["step"]["properties"]["touch"] == {"$ref": "steps/touch.json"}
+    assert main["$defs"]["step"]["properties"]["lock"]["description"]  # kept
+    assert schemacheck_main([]) == 0
