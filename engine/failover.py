@@ -13,23 +13,26 @@ from datetime import timedelta
 
 from engine.errors import FailoverError
 from engine.logs import event
-from engine.machine import Lifecycle
+from engine.machine import Lifecycle, Trigger
+from engine.paths import StatePaths
 from engine.policy import Policy
 from engine.runner import Runner, RunReport
 from engine.state import EngineState, StateStore, isotime, parse_isotime, utcnow
+from engine.states import State
 
 log = logging.getLogger("failover_engine.engine")
 
 # Transitions worth a mail, and what the mail says.
-_MAILS = {
-    ("watching", "suspect"): "production failed a probe; counting towards the failover",
-    ("*", "engaging"): "engaging the failover",
-    ("engaging", "engaged"): "the failover is engaged: the standby now serves users",
-    ("*", "aborted"): "a step failed; the engine is ABORTED and needs an operator",
-    ("*", "restoring"): "restoring production",
-    ("restoring", "watching"): "production restored; the failover is armed again",
-    ("*", "paused"): "maintenance mode: probes run, nothing engages",
-    ("paused", "watching"): "maintenance mode ended; the failover is armed again",
+# The key is (source, dest); a source of None matches any source.
+_MAILS: dict[tuple[State | None, State], str] = {
+    (State.WATCHING, State.SUSPECT): "production failed a probe; counting towards the failover",
+    (None, State.ENGAGING): "engaging the failover",
+    (State.ENGAGING, State.ENGAGED): "the failover is engaged: the standby now serves users",
+    (None, State.ABORTED): "a step failed; the engine is ABORTED and needs an operator",
+    (None, State.RESTORING): "restoring production",
+    (State.RESTORING, State.WATCHING): "production restored; the failover is armed again",
+    (None, State.PAUSED): "maintenance mode: probes run, nothing engages",
+    (State.PAUSED, State.WATCHING): "maintenance mode ended; the failover is armed again",
 }
 
 
@@ -51,20 +54,21 @@ class Engine:
         """Write the record to the state file (atomically; see StateStore.save)."""
         self.store.save(self.record, durable=durable)
 
-    def _on_change(self, source: str, dest: str, trigger: str) -> None:
+    def _on_change(self, source: State, dest: State, trigger: str) -> None:
         event(log, "state.changed", f"state {source} → {dest} ({trigger})",
               source=source, dest=dest, trigger=trigger)
         self.save()
-        text = _MAILS.get((source, dest)) or _MAILS.get(("*", dest))
+        text = _MAILS.get((source, dest)) or _MAILS.get((None, dest))
         if text and not self._run_announces_itself(dest):
             self.mail(f"{dest}", text)
 
-    def _run_announces_itself(self, dest: str) -> bool:
+    def _run_announces_itself(self, dest: State) -> bool:
         """An engage or restore whose first step is a notify mails the admins itself; a
         transition mail saying the same a moment earlier would only double their inbox
         (and delay the first step: BENCHMARKS.md)."""
-        steps = {"engaging": self.policy.engage, "restoring": self.policy.restore}.get(dest)
-        return bool(steps) and steps[0].kind == "notify"
+        steps = {State.ENGAGING: self.policy.engage,
+                 State.RESTORING: self.policy.restore}.get(dest)
+        return steps is not None and bool(steps) and steps[0].kind == "notify"
 
     def mail(self, subject_state: str, text: str) -> None:
         """Mail the admins (if the policy has a notify block); failures are spooled, not raised."""
@@ -84,7 +88,7 @@ class Engine:
             f"Last outcome: {self.record.last_outcome or '-'}",
             f"Aborted because: {self.record.aborted_reason}" if self.record.aborted_reason else "",
         ])
-        spool = self.policy.state_dir / "spool"
+        spool = StatePaths(self.policy.state_dir).spool_dir
         try:
             # send_mail flushes older spooled mail first, and spools this one if it cannot go.
             send_mail(self.policy.notify, subject, body, spool_dir=spool, secret=self.runner.secret)
@@ -96,40 +100,40 @@ class Engine:
     # -- the operations ---------------------------------------------------------------
     def resume_interrupted(self) -> RunReport | None:
         """After a crash: continue an engage or restore where its journal stopped."""
-        if self.record.state == "engaging":
+        if self.record.state == State.ENGAGING:
             log.warning("an engage was interrupted; resuming it at its first unfinished step")
             return self._run_engage()
-        if self.record.state == "restoring":
+        if self.record.state == State.RESTORING:
             log.warning("a restore was interrupted; resuming it at its first unfinished step")
             return self._run_restore()
         return None
 
     def engage(self, *, manual: bool) -> RunReport:
         """Engage the failover now (`manual`: by an operator, so the hold-down does not apply)."""
-        if self.record.state == "engaging":
+        if self.record.state == State.ENGAGING:
             return self._run_engage()
         if not manual and self.held_down():
             raise FailoverError(
                 f"policy {self.policy.name}: automatic engage blocked by the hold-down until "
                 f"{self.record.hold_down_until}; use `engage --now` to override")
-        self.lifecycle.fire("engage")
+        self.lifecycle.fire(Trigger.ENGAGE)
         return self._run_engage()
 
     def _run_engage(self) -> RunReport:
         report = self.runner.run("engage", self.policy.engage)
-        return self._finish(report, "engaged")
+        return self._finish(report, Trigger.ENGAGED)
 
     def restore(self) -> RunReport:
         """Run the restore steps (from engaged, or to roll back an aborted run)."""
-        if self.record.state != "restoring":
-            self.lifecycle.fire("restore")
+        if self.record.state != State.RESTORING:
+            self.lifecycle.fire(Trigger.RESTORE)
         return self._run_restore()
 
     def _run_restore(self) -> RunReport:
         report = self.runner.run("restore", self.policy.restore)
-        return self._finish(report, "restored")
+        return self._finish(report, Trigger.RESTORED)
 
-    def _finish(self, report: RunReport, success_trigger: str) -> RunReport:
+    def _finish(self, report: RunReport, success_trigger: Trigger) -> RunReport:
         if report.interrupted:
             self.save()
             return report
@@ -147,10 +151,10 @@ class Engine:
             self.record.aborted_reason = (
                 f"{report.phase} step {failed.index + 1} ({failed.step.name}) failed: "
                 f"{failed.summary}")
-            self.lifecycle.fire("abort")
+            self.lifecycle.fire(Trigger.ABORT)
             return report
         self.record.aborted_reason = None
-        if success_trigger == "engaged":
+        if success_trigger is Trigger.ENGAGED:
             self.record.counts["engages"] = self.record.counts.get("engages", 0) + 1
         else:
             self.record.counts["restores"] = self.record.counts.get("restores", 0) + 1
@@ -159,23 +163,23 @@ class Engine:
         self.lifecycle.fire(success_trigger)
         return report
 
-    def reset(self) -> str:
+    def reset(self) -> State:
         """Leave `aborted` once the cause is fixed; returns the new state."""
-        self.lifecycle.fire("reset")
+        self.lifecycle.fire(Trigger.RESET)
         self.record.aborted_reason = None
         self.save()
         return self.record.state
 
     def pause(self) -> None:
         """Enter maintenance mode (probes run, nothing engages)."""
-        if self.record.state != "paused":
-            self.lifecycle.fire("pause")
+        if self.record.state != State.PAUSED:
+            self.lifecycle.fire(Trigger.PAUSE)
 
     def resume(self) -> None:
         """Leave maintenance mode."""
-        if self.record.state == "paused":
+        if self.record.state == State.PAUSED:
             self._reset_counts()
-            self.lifecycle.fire("resume")
+            self.lifecycle.fire(Trigger.RESUME)
 
     def held_down(self) -> bool:
         """True while the hold-down after a restore blocks automatic engage."""

@@ -12,6 +12,7 @@ The machine is named after the policy, so its errors say which policy they conce
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Any
 
 from transitions import Machine, MachineError
@@ -20,23 +21,40 @@ from engine.errors import FailoverError
 from engine.state import EngineState, isotime
 from engine.states import State
 
+
+class Trigger(StrEnum):
+    """The events that move the machine (`Lifecycle.fire`)."""
+
+    PROBE_FAILED = "probe_failed"
+    PROBE_OK = "probe_ok"
+    ENGAGE = "engage"
+    ENGAGED = "engaged"  # the engage run finished (the state of the same name follows)
+    RESTORE = "restore"
+    RESTORED = "restored"
+    ABORT = "abort"
+    RESET = "reset"
+    PAUSE = "pause"
+    RESUME = "resume"
+
+
 STATES = list(State)
 # Short aliases so each transition reads on one line.
 W, SU, EG, ED, RS, AB, PA = (State.WATCHING, State.SUSPECT, State.ENGAGING, State.ENGAGED,
                              State.RESTORING, State.ABORTED, State.PAUSED)
 
+T = Trigger
 TRANSITIONS: list[dict[str, Any]] = [
-    {"trigger": "probe_failed", "source": [W, SU], "dest": SU},
-    {"trigger": "probe_ok", "source": [W, SU], "dest": W},
-    {"trigger": "engage", "source": [W, SU, PA], "dest": EG},
-    {"trigger": "engaged", "source": EG, "dest": ED},
-    {"trigger": "restore", "source": [ED, AB], "dest": RS},
-    {"trigger": "restored", "source": RS, "dest": W},
-    {"trigger": "abort", "source": [EG, RS], "dest": AB},
-    {"trigger": "reset", "source": AB, "dest": ED, "conditions": "aborted_in_restore"},
-    {"trigger": "reset", "source": AB, "dest": W},
-    {"trigger": "pause", "source": [W, SU], "dest": PA},
-    {"trigger": "resume", "source": PA, "dest": W},
+    {"trigger": T.PROBE_FAILED, "source": [W, SU], "dest": SU},
+    {"trigger": T.PROBE_OK, "source": [W, SU], "dest": W},
+    {"trigger": T.ENGAGE, "source": [W, SU, PA], "dest": EG},
+    {"trigger": T.ENGAGED, "source": EG, "dest": ED},
+    {"trigger": T.RESTORE, "source": [ED, AB], "dest": RS},
+    {"trigger": T.RESTORED, "source": RS, "dest": W},
+    {"trigger": T.ABORT, "source": [EG, RS], "dest": AB},
+    {"trigger": T.RESET, "source": AB, "dest": ED, "conditions": "aborted_in_restore"},
+    {"trigger": T.RESET, "source": AB, "dest": W},
+    {"trigger": T.PAUSE, "source": [W, SU], "dest": PA},
+    {"trigger": T.RESUME, "source": PA, "dest": W},
 ]
 
 # Which command moves the machine out of each state, for error messages.
@@ -84,7 +102,7 @@ class Lifecycle:
     def _changed(self, event: object) -> None:
         # transitions names an enum state by its member name (WATCHING), not its value.
         source = State[event.transition.source]  # type: ignore[attr-defined]
-        trigger = event.event.name  # type: ignore[attr-defined]
+        trigger = str(event.event.name)  # type: ignore[attr-defined]
         self.record.state = self.state
         if source != self.state:
             self.record.since = isotime()

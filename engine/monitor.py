@@ -32,6 +32,7 @@ from engine.durations import parse_duration
 from engine.errors import FailoverError
 from engine.failover import Engine
 from engine.logs import event
+from engine.machine import Trigger
 from engine.monitor_requests import (
     BadRequest,
     Reply,
@@ -150,9 +151,9 @@ class Monitor:
         state = record.state
         if state in ARMED:
             if verdict is Cycle.FAILED:
-                engine.lifecycle.fire("probe_failed")
+                engine.lifecycle.fire(Trigger.PROBE_FAILED)
             elif verdict is Cycle.OK and state == State.SUSPECT:
-                engine.lifecycle.fire("probe_ok")
+                engine.lifecycle.fire(Trigger.PROBE_OK)
             if tally.prolonged:
                 self._engage_if_allowed(line)
         elif state == State.ENGAGED:
