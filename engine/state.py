@@ -70,6 +70,9 @@ class EngineState:
     # Cycles in a row in which every guard failed, and why the failover cannot engage now
     # (None while armed): see engine/arming.py.
     guards_failed: int = 0
+    # When the target's current outage began (its first conclusive failure; None while it
+    # answers): once engaged, "down for" replaces a count that has met its threshold.
+    down_since: str | None = None
     disarmed: str | None = None
     disarmed_since: str | None = None
 
