@@ -31,10 +31,11 @@ from typing import Any
 
 from engine.fsutil import atomic_write
 from engine.jobrecords import data_age, read_job_records, record_time
+from engine.paths import StatePaths
 from engine.policy import Policy
 from engine.state import EngineState, StateStore, parse_isotime, utcnow
+from engine.states import State
 
-STATES = ("watching", "suspect", "engaging", "engaged", "restoring", "aborted", "paused")
 PREFIX = "failover_engine_"
 
 
@@ -94,7 +95,7 @@ def render_metrics(policy: Policy, state: EngineState, jobs: dict[str, dict[str,
                    now: datetime, *, paused: bool | None = None) -> str:
     """The whole metrics file for one policy. `paused` defaults to `<state_dir>/paused` existing."""
     if paused is None:
-        paused = (Path(policy.state_dir) / "paused").exists()
+        paused = StatePaths(policy.state_dir).paused.exists()
     base = {"policy": policy.name}
     families: list[_Family] = []
 
@@ -108,11 +109,11 @@ def render_metrics(policy: Policy, state: EngineState, jobs: dict[str, dict[str,
 
     fam = family("state", "gauge", "1 for the engine's current state, 0 for every other state.")
     current = state.state
-    for name in dict.fromkeys((*STATES, current)):  # an unknown state still shows
+    for name in State:
         fam.samples.append(({**base, "state": name}, 1.0 if name == current else 0.0))
 
     single("paused", "gauge", "1 while maintenance mode (pause) is on.",
-           1.0 if paused or current == "paused" else 0.0)
+           1.0 if paused or current == State.PAUSED else 0.0)
     single("consecutive_failures", "gauge",
            "Consecutive failed conclusive probe cycles of the monitor target.",
            float(state.failures))
@@ -156,7 +157,7 @@ def render_metrics(policy: Policy, state: EngineState, jobs: dict[str, dict[str,
            "1 while automatic engage is blocked after a restore (monitor.hold_down).",
            1.0 if until is not None and until > now.timestamp() else 0.0)
     single("aborted", "gauge", "1 while an engage or restore aborted and waits for `reset`.",
-           1.0 if current == "aborted" else 0.0)
+           1.0 if current == State.ABORTED else 0.0)
 
     cycle = family("last_cycle_timestamp_seconds", "gauge",
                    "Unix time the monitor last completed a probe cycle.")
@@ -184,8 +185,8 @@ def write_metrics(path: str | Path, text: str) -> None:
 
 
 def metrics_path(policy: Policy) -> Path:
-    """`monitor.metrics_file`, else `<state_dir>/metrics.prom`."""
-    return Path(policy.monitor.metrics_file or Path(policy.state_dir) / "metrics.prom")
+    """`monitor.metrics_file`, else the state directory's default (StatePaths)."""
+    return Path(policy.monitor.metrics_file or StatePaths(policy.state_dir).metrics_default)
 
 
 def refresh_metrics(policy: Policy, state: EngineState | None = None,

@@ -19,8 +19,10 @@ from datetime import datetime
 from engine.commands import load
 from engine.durations import format_duration
 from engine.errors import FailoverError
+from engine.paths import StatePaths
 from engine.policy import Policy
 from engine.state import EngineState, StateStore, parse_isotime, utcnow
+from engine.states import RUNNING, State
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 LABELS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
@@ -45,14 +47,14 @@ def evaluate(policy: Policy, state: EngineState, paused: bool, now: datetime,
     age = (now - last).total_seconds() if last is not None and last.tzinfo else None
     failures = f"failures {state.failures}/{policy.monitor.failures_to_engage}"
 
-    if state.state == "aborted":
+    if state.state == State.ABORTED:
         code = CRITICAL
         text = f"aborted: {state.aborted_reason or 'no reason recorded'}; fix it, then `reset`"
-    elif state.state in ("engaging", "restoring") and holder and (age is None or age > limit):
+    elif state.state in RUNNING and holder and (age is None or age > limit):
         run = state.run if isinstance(state.run, dict) else {}
         done = len(run.get("steps") or {})
         code = WARNING
-        phase = {"engaging": "engage", "restoring": "restore"}[state.state]
+        phase = {State.ENGAGING: "engage", State.RESTORING: "restore"}[state.state]
         text = (f"{phase} in progress since {run.get('started') or state.since} "
                 f"({done} steps done; {holder})")
     elif age is None:
@@ -61,10 +63,10 @@ def evaluate(policy: Policy, state: EngineState, paused: bool, now: datetime,
         code = CRITICAL
         text = (f"no probe cycle for {format_duration(age)} (more than {STALE_INTERVALS} "
                 f"intervals of {format_duration(interval)}); is the monitor running?")
-    elif state.state == "engaged":
+    elif state.state == State.ENGAGED:
         code = WARNING
         text = f"failover engaged since {state.since}; restore when production is back"
-    elif paused or state.state == "paused":
+    elif paused or state.state == State.PAUSED:
         code, text = WARNING, "maintenance mode (paused): nothing will engage"
     else:
         code, text = OK, state.state
@@ -84,7 +86,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         policy = load(args)
         state = StateStore(policy.state_dir).load()
-        paused = (policy.state_dir / "paused").exists()
+        paused = StatePaths(policy.state_dir).paused.exists()
         holder = StateStore(policy.state_dir).holder()
         code, line = evaluate(policy, state, paused, utcnow(), holder)
     except FailoverError as exc:

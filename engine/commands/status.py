@@ -17,8 +17,10 @@ from engine.commands import load
 from engine.durations import format_duration
 from engine.jobrecords import data_age, read_job_records
 from engine.metrics import probe_result
+from engine.paths import StatePaths
 from engine.policy import Policy
 from engine.state import EngineState, StateStore, isotime, parse_isotime, utcnow
+from engine.states import State
 
 STATUS_FORMAT = 1
 
@@ -62,7 +64,8 @@ def collect(policy: Policy, store: StateStore, state: EngineState,
             now: datetime) -> dict[str, Any]:
     """The status object (`status --json`), from the state file and the files beside it."""
     state_dir = Path(policy.state_dir)
-    paused_file = state_dir / "paused"
+    paths = StatePaths(state_dir)
+    paused_file = paths.paused
     try:
         paused_text: str | None = paused_file.read_text().strip()
     except FileNotFoundError:
@@ -70,7 +73,7 @@ def collect(policy: Policy, store: StateStore, state: EngineState,
     except OSError as exc:
         paused_text = f"(unreadable: {exc.strerror})"
     try:
-        spooled = len(list((state_dir / "spool").glob("*.eml")))
+        spooled = len(list(paths.spool_dir.glob("*.eml")))
     except OSError:
         spooled = 0
     interval = policy.monitor.interval
@@ -112,7 +115,7 @@ def collect(policy: Policy, store: StateStore, state: EngineState,
         "now": isotime(now),
         "state": state.state,
         "since": state.since,
-        "paused": paused_text is not None or state.state == "paused",
+        "paused": paused_text is not None or state.state == State.PAUSED,
         "paused_reason": paused_text,
         "failures": state.failures,
         "failures_to_engage": policy.monitor.failures_to_engage,

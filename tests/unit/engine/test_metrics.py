@@ -5,8 +5,9 @@ import math
 import re
 from datetime import UTC, datetime, timedelta
 
-from engine.metrics import STATES, escape_label, format_value, render_metrics, write_metrics
+from engine.metrics import escape_label, format_value, render_metrics, write_metrics
 from engine.state import EngineState, isotime
+from engine.states import State
 from tests.unit.engine.test_render import make_policy
 
 NOW = datetime(2026, 11, 26, 7, 0, 0, tzinfo=UTC)
@@ -66,7 +67,7 @@ def test_every_line_parses_and_values_match_the_state(tmp_path):
             "archive": {"ok": False, "last_error": "boom"}}
     families = parse(render_metrics(make_policy(tmp_path), scripted_state(), jobs, NOW))
     assert families["failover_engine_state"]["type"] == "gauge"
-    assert {value(families, "state", state=s) for s in STATES if s != "suspect"} == {0.0}
+    assert {value(families, "state", state=s) for s in State if s != "suspect"} == {0.0}
     assert value(families, "state", state="suspect") == 1.0
     assert value(families, "consecutive_failures") == 2
     assert value(families, "failures_to_engage") == 30
