@@ -23,6 +23,7 @@ import dns.name
 import dns.tsig
 
 from engine.errors import StepError
+from engine.safefile import FileRefused, read_limited
 from engine.secrets import require_secret_file
 
 # BIND algorithm names → dnspython's; the first three are accepted by default.
@@ -56,6 +57,11 @@ class KeyFile:
         return f"KeyFile(name={self.name!r}, algorithm={self.algorithm!r}, secret=<hidden>)"
 
 
+def _without_path(message: str, path: Path) -> str:
+    """`read_limited`'s line without the words "TSIG key file PATH" it starts with."""
+    return message.replace(f"TSIG key file {path} ", "", 1)
+
+
 def _keep_strings(match: re.Match[str]) -> str:
     return match.group(0) if match.group(0).startswith('"') else " "
 
@@ -64,9 +70,10 @@ def parse_key_file(path: str | Path) -> KeyFile:
     """Parse the one `key` clause of a BIND key file; raise StepError naming the file."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise StepError(f"TSIG key file {path}: cannot read it ({exc.strerror})") from None
+        # A regular file of at most 64 KiB: a FIFO, /dev/zero or a 3 GB file is refused.
+        text = read_limited(path, "tsig_key").decode("utf-8")
+    except FileRefused as exc:
+        raise StepError(f"TSIG key file {path}: {_without_path(str(exc), path)}") from None
     except UnicodeDecodeError:
         raise StepError(f"TSIG key file {path}: not a text file; use tsig-keygen") from None
     clauses = _KEY.findall(_COMMENTS.sub(_keep_strings, text))

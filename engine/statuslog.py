@@ -20,7 +20,6 @@ these logs writes UTC (the original's defect was judging them in local naive tim
 """
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -168,22 +167,28 @@ def parse_lines(lines: Iterable[str], *, path: Path | None = None,
 
 
 def read_status_log(path: str | Path) -> StatusLog:
-    """Read and parse a status log; raise StatusLogError naming the file when it is unreadable."""
+    """Read and parse a status log; raise StatusLogError naming the file when it is unreadable.
+
+    Only a regular file is read, and only its last 4 MiB (engine/safefile.py): `/dev/zero`,
+    a FIFO or a huge log cannot exhaust memory or block."""
+    from engine.safefile import FileRefused, read_limited
+
     path = Path(path)
     try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            mtime = datetime.fromtimestamp(os.fstat(handle.fileno()).st_mtime, UTC)
-            return parse_lines(handle, path=path, fallback_time=mtime)
-    except FileNotFoundError:
-        raise StatusLogError(
-            f"status log {path} does not exist: has the job ever run? (check the job's status_log)"
-        ) from None
-    except IsADirectoryError:
-        raise StatusLogError(f"status log {path} is a directory, not a file") from None
+        data = read_limited(path, "status_log", from_end=True)
+        mtime = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    except FileRefused as error:
+        if error.missing:
+            raise StatusLogError(
+                f"status log {path} does not exist: has the job ever run? "
+                "(check the job's status_log)") from None
+        raise StatusLogError(str(error)) from None
     except OSError as error:
         raise StatusLogError(
             f"cannot read status log {path}: {error.strerror or error} (check its owner and mode)"
         ) from None
+    text = data.decode("utf-8", errors="replace")
+    return parse_lines(text.splitlines(), path=path, fallback_time=mtime)
 
 
 def format_outcome(ok: bool, reason: str = "", now: datetime | None = None) -> str:

@@ -115,3 +115,24 @@ def test_a_secret_holding_slashes_is_not_a_comment(tmp_path: Path) -> None:
     text = f'key "k" {{ algorithm hmac-sha256; secret "{secret}"; }}; // trailing /* note */'
     key = tsig.load_key(write(tmp_path / "k", text))
     assert key.secret == b"\xff\xff\xff" * 11
+
+
+def test_a_huge_key_file_is_refused_without_reading_it(tmp_path: Path) -> None:
+    """Issue 10 case 5: a 3 GB TSIG key file gave MemoryError. A sparse file of that size
+    (0600, so the secret check passes) is refused by its size, naming the file."""
+    path = write(tmp_path / "huge.key", key_text())
+    with path.open("r+b") as handle:
+        handle.truncate(3 * 1024**3)
+    with pytest.raises(StepError, match=r"huge.key: is 3072.0 MiB; at most 64 KiB is read"):
+        tsig.load_key(path)
+
+
+def test_a_key_file_that_is_not_a_regular_file_is_refused(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "fifo.key"
+    os.mkfifo(fifo, 0o600)
+    with pytest.raises(StepError, match="not a regular file"):
+        tsig.parse_key_file(fifo)  # the reader itself refuses it, without blocking
+    with pytest.raises(StepError, match="character device, not a regular file"):
+        tsig.parse_key_file("/dev/zero")
