@@ -30,11 +30,12 @@ from typing import Any, ClassVar
 from actions.base import Context, Outcome, Plan
 from engine.errors import StepError
 from engine.fsutil import fsync_dir
+from engine.paths import StatePaths
 
 
 def parked_path(ctx: Context, file: Path, park_dir: str | None) -> Path:
     """Where `file` is kept while parked."""
-    directory = ctx.path(park_dir) if park_dir else Path(ctx.state_dir) / "parked"
+    directory = ctx.path(park_dir) if park_dir else StatePaths(Path(ctx.state_dir)).parked_dir
     return directory / file.name
 
 

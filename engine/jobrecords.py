@@ -12,9 +12,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from engine.paths import StatePaths
 from engine.state import parse_isotime
-
-JOBS_DIR = "jobs"
 
 
 def read_job_records(state_dir: str | Path) -> dict[str, dict[str, Any]]:
@@ -23,7 +22,7 @@ def read_job_records(state_dir: str | Path) -> dict[str, dict[str, Any]]:
     A record that is unreadable or not a JSON object comes back as
     `{"unreadable": "<why>"}` so status can say so instead of failing.
     """
-    directory = Path(state_dir) / JOBS_DIR
+    directory = StatePaths(Path(state_dir)).jobs_dir
     try:
         paths = sorted(directory.glob("*.json"))
     except OSError:

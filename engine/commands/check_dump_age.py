@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.durations import format_duration, parse_duration
+from engine.paths import StatePaths
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 _NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
@@ -148,7 +149,7 @@ def _data_age(args: argparse.Namespace, now: datetime) -> tuple[float, str]:
     if not (state_dir and job_name):
         policy, job = _policy_job(args)
         state_dir, job_name = state_dir or policy.state_dir, job.name
-    record = Path(state_dir) / "jobs" / f"{job_name}.json"
+    record = StatePaths(Path(state_dir)).job_record(job_name)
     try:
         data = json.loads(record.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -152,6 +152,7 @@ def _run(path: Path, work: Path, start: float, production: Any, sink: Any, lab: 
     from engine.paths import StatePaths
     from engine.policy import load_policy
     from engine.state import StateStore
+    from engine.states import State
 
     policy = load_policy(path)
     preflight(policy)
@@ -172,9 +173,10 @@ def _run(path: Path, work: Path, start: float, production: Any, sink: Any, lab: 
             wait_for(lambda: engine.record.cycles >= 3, 10, "three good cycles")
             say(start, f">>> stopping production (alias answers {_cname(lab.servers[0], alias)})")
             production.stop()
-            wait_for(lambda: engine.record.state in ("engaged", "aborted"), 30, "the engage")
+            wait_for(lambda: engine.record.state in (State.ENGAGED, State.ABORTED), 30,
+                     "the engage")
             checks += [
-                ("engaged", engine.record.state == "engaged"),
+                ("engaged", engine.record.state == State.ENGAGED),
                 ("mail received by the SMTP sink", len(sink.messages) >= 2),
                 ("cron file parked", not (work / "cron.d" / "failover-engine-drill").exists()),
                 ("lock written", (policy.state_dir / "engage.lock").exists()),
@@ -186,10 +188,10 @@ def _run(path: Path, work: Path, start: float, production: Any, sink: Any, lab: 
             wait_for(lambda: engine.record.production_back, 20, "production back")
             say(start, ">>> operator: failover-engine restore")
             submit(StatePaths(policy.state_dir), "restore", "the drill")
-            wait_for(lambda: engine.record.state in ("watching", "aborted")
+            wait_for(lambda: engine.record.state in (State.WATCHING, State.ABORTED)
                      and engine.record.counts.get("restores", 0) >= 1, 60, "the restore")
             checks += [
-                ("restored to watching", engine.record.state == "watching"),
+                ("restored to watching", engine.record.state == State.WATCHING),
                 ("every DNS server answers production", all(
                     _cname(s, alias) == "production.drill.test." for s in lab.servers)),
                 ("cron file back", (work / "cron.d" / "failover-engine-drill").exists()),
