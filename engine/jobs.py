@@ -25,13 +25,15 @@ from typing import Any
 
 from engine.errors import FailoverError, UsageError
 from engine.fsutil import atomic_write, ensure_private_dir
+from engine.paths import StatePaths
 from engine.policy import JobSpec, Policy
 from engine.runner import Runner, RunReport
 from engine.state import StateStore, isotime
+from engine.states import STANDBY_BUSY
 
 log = logging.getLogger("failover_engine.job")
 
-BUSY_STATES = ("engaging", "engaged", "restoring")
+BUSY_STATES = STANDBY_BUSY
 
 
 @dataclass
@@ -44,8 +46,8 @@ class JobResult:
 
 
 def job_record_path(state_dir: Path, name: str) -> Path:
-    """`<state_dir>/jobs/<name>.json`."""
-    return state_dir / "jobs" / f"{name}.json"
+    """`<state_dir>/jobs/<name>.json` (StatePaths.job_record)."""
+    return StatePaths(state_dir).job_record(name)
 
 
 def read_record(state_dir: Path, name: str) -> dict[str, Any]:
@@ -111,7 +113,7 @@ def run_job(policy: Policy, name: str, *, force: bool = False) -> JobResult:
             False, f"refused: the failover is {state} and the standby serves users; "
             "restore first, or use --force if you really mean to overwrite its data"), 0.0)
     started = time.monotonic()
-    with JobLock(policy.state_dir / "jobs" / f"{name}.lock"):
+    with JobLock(StatePaths(policy.state_dir).job_lock(name)):
         ensure_private_dir(job.work_dir)
         old_umask = os.umask(0o077)  # the dump holds personal data in clear text
         try:
@@ -176,6 +178,6 @@ def _mail_failure(policy: Policy, job: JobSpec, result: JobResult) -> None:
     try:
         send_mail(policy.notify, f"[{policy.name}] job {job.name} failed",
                   f"Policy: {policy.name}\nJob: {job.name}\nTime: {isotime()}\n\n{result.reason}\n",
-                  spool_dir=policy.state_dir / "spool", secret=SecretStore(policy).path)
+                  spool_dir=StatePaths(policy.state_dir).spool_dir, secret=SecretStore(policy).path)
     except Exception as exc:  # noqa: BLE001 - a mail failure must not hide the job's failure
         log.warning("job %s: failure mail not sent: %s", job.name, exc)

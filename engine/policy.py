@@ -32,6 +32,7 @@ from typing import Any
 
 from engine.durations import parse_duration
 from engine.errors import PolicyError
+from engine.paths import StatePaths
 from engine.references import reference_problems
 from engine.schemacheck import SCHEMA_BASE, Finding, Schemas, load_schemas, schema_problems
 from engine.yamlsource import Source, dotted, read_yaml
@@ -181,7 +182,7 @@ def build_policy(source: Source, *, state_dir: str | Path | None = None,
         hold_down=parse_duration(monitor_raw.get("hold_down", "1h")),
         metrics_file=_resolve(base, monitor_raw["metrics_file"])
         if "metrics_file" in monitor_raw
-        else state / "metrics.prom",
+        else StatePaths(state).metrics_default,
         auto_engage=monitor_raw.get("auto_engage", True),
     )
     jobs: dict[str, JobSpec] = {}
@@ -190,7 +191,7 @@ def build_policy(source: Source, *, state_dir: str | Path | None = None,
             name=name,
             steps=_steps(source, ("jobs", name, "steps"), job["steps"], paths),
             work_dir=_resolve(base, job["work_dir"]) if "work_dir" in job
-            else state / "work" / name,
+            else StatePaths(state).job_work_dir(name),
             schedule=job.get("schedule"),
             status_log=_resolve(base, job["status_log"]) if "status_log" in job else None,
             pause_file=_resolve(base, job["pause_file"]) if "pause_file" in job else None,
@@ -299,5 +300,3 @@ class _PathResolver:
                     sub, sub_id = {**target[1], **own}, target[0]
             found[name] = (sub, sub_id)
         return found
-
-

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import UsageError
+from engine.paths import StatePaths
 from engine.policy import Policy, Step
 from engine.schemacheck import Schemas, load_schemas
 
@@ -268,7 +269,7 @@ def render_logrotate(policy: Policy, log_dir: Path = LOG_DIR) -> str:
     """The logrotate snippet for status logs, cron output and the audit log."""
     status_logs = sorted({Path(j.status_log) for j in policy.jobs.values() if j.status_log})
     cron_logs = sorted(job_log(policy, n, log_dir) for n, j in policy.jobs.items() if j.schedule)
-    audit = Path(policy.state_dir) / "audit.jsonl"
+    audit = StatePaths(policy.state_dir).audit_log
     blocks = [_header(policy)]
     if status_logs:
         blocks.append(
