@@ -37,159 +37,35 @@ gocdb.hartree.stfc.ac.uk. (ttl 60)`, or why the update would fail.
 """
 from __future__ import annotations
 
-import ipaddress
 import socket
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import dns.exception
-import dns.flags
 import dns.message
-import dns.name
 import dns.query
 import dns.rcode
-import dns.rdata
-import dns.rdataclass
-import dns.rdatatype
 import dns.tsig
 import dns.update
 
 from actions import tsig
 from actions.base import Context, Outcome, Plan
+from actions.dnsread import (
+    IO_TIMEOUT,
+    Answer,
+    absolute,
+    canonical,
+    parse_server,
+    read_record,
+    show,
+)
 from engine.errors import FailoverError, StepError
 
 TYPES = ("CNAME", "A", "AAAA")
-IO_TIMEOUT = 10.0  # one network exchange; the step's own `timeout` caps it further
 
 # RFC 8945 TSIG error codes (dnspython names 16 BADVERS, the same number as BADSIG).
 BADSIG, BADKEY, BADTIME = 16, 17, 18
-
-
-# -- servers and reads, shared with wait_dns and `dns show` ----------------------------
-@dataclass(frozen=True)
-class Server:
-    """A DNS server to ask directly: `host` as written (name or address) and its port."""
-
-    host: str
-    port: int = 53
-    label: str = field(default="", compare=False)  # e.g. the NS name an address came from
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        where = host if self.port == 53 else f"{host}:{self.port}"
-        return f"{self.label} ({where})" if self.label else where
-
-    def address(self) -> str:
-        """The IP address to send to: `host` itself, or its first address from the resolver."""
-        try:
-            return str(ipaddress.ip_address(self.host))
-        except ValueError:
-            pass
-        try:
-            infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
-        except socket.gaierror as exc:
-            raise StepError(f"DNS server {self.host}: cannot resolve its name ({exc.strerror})",
-                            retryable=True) from None
-        return str(infos[0][4][0])
-
-
-def parse_server(text: str, port: int | None = None) -> Server:
-    """`ns.example.org`, `192.0.2.1`, `192.0.2.1:5353`, `[2001:db8::1]:5353`, `2001:db8::1`.
-
-    An explicit `port` wins over the default 53 but not over a port written in `text`.
-    """
-    text = str(text).strip()
-    host, written = text, None
-    if text.startswith("["):
-        inside, _, rest = text[1:].partition("]")
-        host = inside
-        if rest.startswith(":"):
-            written = rest[1:]
-    elif text.count(":") == 1:
-        host, written = text.split(":")
-    if not host:
-        raise StepError(f"server {text!r}: no host; write a name or address, optionally :port")
-    if written is not None:
-        if not written.isdigit() or not 0 < int(written) < 65536:
-            raise StepError(f"server {text!r}: {written!r} is not a port number")
-        return Server(host, int(written))
-    return Server(host, int(port) if port else 53)
-
-
-@dataclass(frozen=True)
-class Answer:
-    """What one server answers for name/type: sorted values (empty: none) and the TTL."""
-
-    values: tuple[str, ...]
-    ttl: int | None = None
-
-    def __str__(self) -> str:
-        return show(self.values)
-
-
-def show(values: Sequence[str]) -> str:
-    return ", ".join(values) if values else "(nothing)"
-
-
-def canonical(rdtype: str, values: str | Sequence[str]) -> tuple[str, ...]:
-    """Values as the server writes them (absolute names, canonical addresses), sorted."""
-    items = [values] if isinstance(values, str) else list(values)
-    out = set()
-    for item in items:
-        try:
-            rdata = dns.rdata.from_text(dns.rdataclass.IN, rdtype, str(item),
-                                        origin=dns.name.root, relativize=False)
-        except dns.exception.DNSException as exc:
-            raise StepError(f"{item!r} is not a valid {rdtype} value ({exc})") from None
-        out.add(rdata.to_text())
-    return tuple(sorted(out))
-
-
-def read_record(server: Server, name: dns.name.Name, rdtype: str, timeout: float) -> Answer:
-    """Ask `server` directly (TCP, no recursion) for name/type; StepError on any failure.
-
-    NXDOMAIN and NODATA are an empty answer. A server that refuses or answers without the
-    AA flag is not authoritative for the name, which is an error, not an empty answer.
-    """
-    query = dns.message.make_query(name, rdtype)
-    query.flags &= ~dns.flags.RD
-    try:
-        response = dns.query.tcp(query, server.address(), timeout=timeout, port=server.port)
-    except dns.exception.Timeout:
-        raise StepError(f"timeout: {server} did not answer a query for {name} {rdtype} within "
-                        f"{timeout:.0f}s", retryable=True) from None
-    except ConnectionRefusedError:
-        raise StepError(f"connection refused by {server} (TCP) while reading "
-                        f"{name} {rdtype}: is named running there?", retryable=True) from None
-    except OSError as exc:
-        raise StepError(f"cannot reach {server} to read {name} {rdtype}: {exc.strerror or exc}",
-                        retryable=True) from None
-    except dns.exception.DNSException as exc:
-        raise StepError(f"bad answer from {server} for {name} {rdtype}: {exc}",
-                        retryable=True) from None
-    rcode = response.rcode()
-    if rcode == dns.rcode.SERVFAIL:
-        raise StepError(f"SERVFAIL: {server} failed to answer {name} {rdtype}; retrying",
-                        retryable=True)
-    if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN) or not response.flags & dns.flags.AA:
-        raise StepError(f"NOTAUTH: {server} is not authoritative for {name} (it answered "
-                        f"{dns.rcode.to_text(rcode)} without authority); point `server` at the "
-                        "zone's primary and check `zone`")
-    wanted = dns.rdatatype.from_text(rdtype)
-    for rrset in response.answer:
-        if rrset.name == name and rrset.rdtype == wanted:
-            return Answer(tuple(sorted(rd.to_text() for rd in rrset)), rrset.ttl)
-    return Answer(())
-
-
-def absolute(name: str) -> dns.name.Name:
-    """A name as written, always absolute (`goc.egi.eu` and `goc.egi.eu.` are the same)."""
-    try:
-        return dns.name.from_text(str(name), origin=dns.name.root)
-    except dns.exception.DNSException as exc:
-        raise StepError(f"{name!r} is not a valid DNS name ({exc})") from None
 
 
 # -- the step -------------------------------------------------------------------------------
@@ -359,7 +235,9 @@ class NsUpdate:
                     raise _Unsent(self._connect_error(exc, timeout), retryable=True) from None
                 sock.setblocking(False)
                 dns.query.send_tcp(sock, update, expiration)
-                response, _ = dns.query.receive_tcp(sock, expiration, keyring=_unverified,
+                # dnspython takes a callable keyring too; its type hints know only the dict.
+                response, _ = dns.query.receive_tcp(sock, expiration,
+                                                    keyring=cast(Any, _unverified),
                                                     request_mac=b"")
         except dns.exception.Timeout:
             raise StepError(f"timeout: {self.server} did not answer the update of {self.name} "

@@ -14,7 +14,9 @@
 
 Each server is asked directly, without recursion, over TCP. By default the servers are
 the zone's NS records (the zone is `zone`, or found from the system resolver), each
-resolved to an address and asked on `port` (default 53).
+resolved to an address and asked on `port` (default 53). The reading and the name-server
+lookup are `actions.dnsread`'s, shared with `nsupdate` and `dns show`; `dns show` lists
+exactly the servers this step waits on (`WaitDns.servers()`).
 
 Progress lines go to the log whenever the picture changes, e.g. "1/2 servers answer
 goc.stfc.ac.uk.; 127.0.0.1:5301 still answers gocdb.hartree.stfc.ac.uk.". The step
@@ -32,17 +34,15 @@ import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import dns.exception
-import dns.name
-import dns.resolver
-
 from actions.base import Context, Outcome, Plan
-from actions.nsupdate import (
+from actions.dnsread import (
     IO_TIMEOUT,
     Answer,
     Server,
     absolute,
     canonical,
+    find_zone,
+    name_servers,
     parse_server,
     read_record,
     show,
@@ -60,42 +60,6 @@ def guess_type(expect: str | list[str]) -> str:
         return "CNAME"
 
 
-def zone_servers(zone: dns.name.Name, port: int = 53,
-                 resolver: dns.resolver.Resolver | None = None) -> list[Server]:
-    """The zone's NS names, each resolved to an address, as servers to ask directly."""
-    resolver = resolver or dns.resolver.get_default_resolver()
-    try:
-        targets = sorted({rd.target for rd in resolver.resolve(zone, "NS")})
-    except dns.exception.DNSException as exc:
-        raise StepError(f"cannot find the name servers of zone {zone} ({exc}); "
-                        "list them in `servers`", retryable=True) from None
-    servers = []
-    for target in targets:
-        addresses: list[str] = []
-        for rdtype in ("A", "AAAA"):
-            try:
-                addresses += sorted(rd.to_text() for rd in resolver.resolve(target, rdtype))
-            except dns.exception.DNSException:
-                continue
-        if not addresses:
-            raise StepError(f"name server {target} of zone {zone} has no address; "
-                            "list the servers in `servers`", retryable=True)
-        server = Server(addresses[0], port, label=target.to_text())
-        if server not in servers:  # two NS names for one address: ask it once
-            servers.append(server)
-    return servers
-
-
-def find_zone(name: dns.name.Name, resolver: dns.resolver.Resolver | None = None
-              ) -> dns.name.Name:
-    """The zone that holds `name`, from the resolver."""
-    try:
-        return dns.resolver.zone_for_name(name, resolver=resolver)
-    except dns.exception.DNSException as exc:
-        raise StepError(f"cannot find the zone of {name} ({exc}); set `zone` or `servers`",
-                        retryable=True) from None
-
-
 def _iso(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -104,15 +68,13 @@ class WaitDns:
     """Wait for all authoritative servers to answer `expect`, then `settle` (see module doc)."""
 
     kind: ClassVar[str] = "wait_dns"
-    # Where NS records are looked up when `servers` is not given (None: the system's).
-    resolver: dns.resolver.Resolver | None = None
 
     def __init__(self, params: Mapping[str, Any]) -> None:
         self.name = absolute(params["name"])
         self.rdtype = str(params.get("type") or guess_type(params["expect"])).upper()
         self.expect = canonical(self.rdtype, params["expect"])
         self.port = int(params.get("port", 53))
-        self.servers = [parse_server(s, self.port) for s in params.get("servers") or []]
+        self.listed = [parse_server(s, self.port) for s in params.get("servers") or []]
         self.zone = absolute(params["zone"]) if params.get("zone") else None
         self.settle = parse_duration(params["settle"]) if "settle" in params else None
         self.interval = parse_duration(params.get("interval", "10s")) or 1.0
@@ -125,7 +87,7 @@ class WaitDns:
     def plan(self, ctx: Context) -> Plan:
         want = show(self.expect)
         try:
-            servers = self._servers()
+            servers = self.servers()
         except StepError as exc:
             return Plan(f"wait until every server answers {self.name} {self.rdtype} {want}",
                         problem=str(exc))
@@ -138,7 +100,7 @@ class WaitDns:
 
     # -- apply --------------------------------------------------------------------------
     def apply(self, ctx: Context) -> Outcome:
-        servers = self._servers()
+        servers = self.servers()
         progress = ctx.progress
         now = self.clock()
         if "started" in progress:
@@ -197,12 +159,15 @@ class WaitDns:
             ctx.sleep(max(0.0, min(wait, left) if left is not None else wait))
             waited = True
 
+    def servers(self) -> list[Server]:
+        """The servers this step waits on: `servers` as written, else the zone's NS records
+        (`zone`, or the zone found for `name`) on `port`. `dns show` asks this too, so it
+        shows exactly these servers."""
+        if self.listed:
+            return list(self.listed)
+        return name_servers(self.zone or find_zone(self.name), self.port)
+
     # -- internals ----------------------------------------------------------------------
-    def _servers(self) -> list[Server]:
-        if self.servers:
-            return list(self.servers)
-        zone = self.zone or find_zone(self.name, self.resolver)
-        return zone_servers(zone, self.port, self.resolver)
 
     def _ask(self, servers: list[Server], ctx: Context) -> dict[Server, Answer | str]:
         answers: dict[Server, Answer | str] = {}

@@ -1,44 +1,44 @@
 """`dns show`: what every authoritative server answers for the policy's alias right now.
 
-The alias, its zone and the zone's primary come from the policy's `nsupdate` steps. The
-servers are the primary plus, when a `wait_dns` step for the same name lists `servers`,
-those; otherwise the zone's NS records as the primary itself answers them (each NS name
-resolved through the primary's own data first, then the system resolver, and asked on the
-primary's port). Each server is asked directly, without recursion. Values the policy
-knows are labelled: the engage step's `set` is "standby", the restore step's `set`
-"production".
+The command builds the policy's own `nsupdate` and `wait_dns` steps (through
+`actions.registry.build_step`) and asks them what they read, so it never re-reads their
+options differently:
+- each distinct name/type of an `nsupdate` step is an alias; that step's server is the
+  zone's primary;
+- the servers shown are the primary, then exactly those the policy's `wait_dns` steps for
+  that name wait on (`WaitDns.servers()`: their `servers`, or the zone's NS records found
+  by `actions.dnsread.name_servers`). Without a `wait_dns` step for the name, the same
+  lookup gives the zone's NS records, asked on the primary's port.
+Each server is asked directly, without recursion (`actions.dnsread`), for the record and
+for the zone's SOA serial (a lagging secondary has an older one). Values the policy knows
+are labelled: the engage step's `set` is "standby", the restore step's `set` "production".
 
     goc.egi.eu. CNAME (zone egi.eu., primary ns.muni.cz)
-      ns.muni.cz        gocdb.hartree.stfc.ac.uk.  (standby)
-      ns2.example.org   gocdb.hartree.stfc.ac.uk.  (standby)
+      ns.muni.cz (primary)                serial 2024061103  gocdb.hartree.stfc.ac.uk.  (standby)
+      ns2.example.org. (192.0.2.53)       serial 2024061103  gocdb.hartree.stfc.ac.uk.  (standby)
     all 2 servers agree
 
-Exit 0 when every server answers and all agree, 1 otherwise, 2 when the policy has no
-nsupdate step.
+A primary that no `wait_dns` step waits on is marked "(primary, not waited on)".
+Exit 0 when every server answers and all agree, 1 otherwise (also when the servers to
+ask cannot be found), 2 when the policy has no nsupdate step.
 """
 from __future__ import annotations
 
 import argparse
-import ipaddress
 from dataclasses import dataclass, field
 
-import dns.exception
-import dns.flags
-import dns.message
-import dns.name
-import dns.query
-import dns.rdatatype
-
-from actions.nsupdate import (
+from actions.dnsread import (
     IO_TIMEOUT,
     Answer,
     Server,
-    absolute,
-    canonical,
-    parse_server,
+    name_servers,
     read_record,
     show,
+    soa_serial,
 )
+from actions.nsupdate import NsUpdate
+from actions.registry import build_step
+from actions.wait_dns import WaitDns
 from engine.commands import load
 from engine.errors import StepError, UsageError
 from engine.policy import Policy, Step
@@ -46,14 +46,17 @@ from engine.policy import Policy, Step
 
 @dataclass
 class Alias:
-    """One record the policy repoints, with what it knows about it."""
+    """One record the policy repoints: its first nsupdate step, the wait_dns steps for the
+    same record, and the values the policy knows by name."""
 
-    name: dns.name.Name
-    rdtype: str
-    zone: dns.name.Name
-    primary: Server
+    update: NsUpdate
+    waits: list[tuple[str, WaitDns]] = field(default_factory=list)  # (where, step)
     labels: dict[tuple[str, ...], str] = field(default_factory=dict)
-    servers: list[Server] = field(default_factory=list)
+
+    @property
+    def primary(self) -> Server:
+        """The server the nsupdate step reads and updates."""
+        return self.update.server
 
 
 def _steps(policy: Policy) -> list[tuple[str, Step]]:
@@ -64,118 +67,108 @@ def _steps(policy: Policy) -> list[tuple[str, Step]]:
 
 
 def aliases(policy: Policy) -> list[Alias]:
-    """The distinct (name, type) pairs of the policy's nsupdate steps, in policy order."""
-    found: dict[tuple[dns.name.Name, str], Alias] = {}
+    """The distinct (name, type) pairs of the policy's nsupdate steps, in policy order, each
+    with the wait_dns steps for the same name and type."""
+    found: dict[tuple[str, str], Alias] = {}
     steps = _steps(policy)
     for phase, step in steps:
         if step.kind != "nsupdate":
             continue
-        p = step.params
-        rdtype = str(p.get("type", "CNAME")).upper()
-        name = absolute(p["name"])
-        alias = found.setdefault((name, rdtype), Alias(
-            name, rdtype, absolute(p["zone"]), parse_server(p["server"], p.get("port"))))
+        update = build_step("nsupdate", step.params)
+        assert isinstance(update, NsUpdate)
+        alias = found.setdefault((update.name.to_text(), update.rdtype), Alias(update))
         label = "standby" if phase == "engage" else "production" if phase == "restore" else phase
-        alias.labels.setdefault(canonical(rdtype, p["set"]), label)
-        if "expect" in p and phase == "engage":
-            alias.labels.setdefault(canonical(rdtype, p["expect"]), "production")
-    for _phase, step in steps:
-        if step.kind != "wait_dns" or not step.params.get("servers"):
+        alias.labels.setdefault(update.want, label)
+        if update.expect is not None and phase == "engage":
+            alias.labels.setdefault(update.expect, "production")
+    for phase, step in steps:
+        if step.kind != "wait_dns":
             continue
-        for alias in found.values():
-            if absolute(step.params["name"]) == alias.name:
-                port = int(step.params.get("port", 53))
-                alias.servers += [parse_server(s, port) for s in step.params["servers"]]
+        wait = build_step("wait_dns", step.params)
+        assert isinstance(wait, WaitDns)
+        waited = found.get((wait.name.to_text(), wait.rdtype))
+        if waited is not None:
+            waited.waits.append((step.where or phase, wait))
     return list(found.values())
 
 
-def _ask(server: Server, name: dns.name.Name, rdtype: str) -> dns.message.Message:
-    query = dns.message.make_query(name, rdtype)
-    query.flags &= ~dns.flags.RD
-    return dns.query.tcp(query, server.address(), timeout=IO_TIMEOUT, port=server.port)
+def servers(alias: Alias) -> tuple[list[Server], list[str], bool]:
+    """The servers to show, the primary first; lines saying why some could not be found;
+    and whether a wait_dns step waits on the primary (True when there is no wait_dns step).
+
+    A waited-on server that is the primary is shown once, under the name wait_dns gives it.
+    """
+    problems: list[str] = []
+    others: list[Server] = []
+    if alias.waits:
+        for where, wait in alias.waits:
+            try:
+                others += wait.servers()
+            except StepError as exc:
+                problems.append(f"wait_dns ({where}): {exc}")
+    else:
+        try:
+            others = name_servers(alias.update.zone, alias.primary.port)
+        except StepError as exc:
+            problems.append(str(exc))
+    shown = [alias.primary]
+    primary_waited = not alias.waits
+    for server in others:
+        if server.same(alias.primary):
+            if not primary_waited:
+                shown[0] = server
+            primary_waited = True
+        elif not any(server.same(known) for known in shown):
+            shown.append(server)
+    return shown, problems, primary_waited
 
 
-def ns_servers(alias: Alias) -> list[tuple[str, Server]]:
-    """The zone's NS names as the primary answers them: (NS name, server to ask)."""
+def _serial(server: Server, alias: Alias) -> str:
     try:
-        response = _ask(alias.primary, alias.zone, "NS")
-    except (OSError, dns.exception.DNSException, StepError) as exc:
-        raise StepError(f"cannot ask the primary {alias.primary} for the NS records of "
-                        f"{alias.zone}: {exc}", retryable=True) from None
-    names = sorted({rd.target for rrset in response.answer
-                    if rrset.rdtype == dns.rdatatype.NS for rd in rrset})
-    servers = []
-    for ns in names:
-        address = ns.to_text()
-        try:  # glue or in-zone address first: the primary knows its own zone's servers
-            glue = _ask(alias.primary, ns, "A")
-            addresses = [rd.to_text() for rrset in glue.answer
-                         if rrset.rdtype == dns.rdatatype.A for rd in rrset]
-            if addresses:
-                address = addresses[0]
-        except (OSError, dns.exception.DNSException, StepError):
-            pass
-        server = Server(address, alias.primary.port)
-        servers.append((ns.to_text() if address == ns.to_text() else f"{ns} ({server})", server))
-    return servers
-
-
-def _label(server: Server, alias: Alias, names: dict[Server, str]) -> str:
-    text = names.get(server, str(server))
-    return f"{text} (primary)" if server == alias.primary else text
+        return f"serial {soa_serial(server, alias.update.zone, IO_TIMEOUT)}"
+    except StepError:
+        return "serial ?"
 
 
 def show_alias(alias: Alias, out: list[str]) -> bool:
     """Append the report lines for one alias; True when every server answers the same."""
-    out.append(f"{alias.name} {alias.rdtype} (zone {alias.zone}, primary {alias.primary})")
-    names: dict[Server, str] = {}
-    servers = [alias.primary]
-    extra = [(str(s), s) for s in alias.servers]
-    if not extra:
-        try:
-            extra = ns_servers(alias)
-        except StepError as exc:
-            out.append(f"  {exc}")
-    for text, server in extra:
-        if not any(_same(server, known) for known in servers):
-            servers.append(server)
-            names[server] = text
+    out.append(f"{alias.update.name} {alias.update.rdtype} (zone {alias.update.zone}, "
+               f"primary {alias.primary})")
+    found, problems, primary_waited = servers(alias)
+    out.extend(f"  {line}" for line in problems)
     answers: dict[Server, Answer | str] = {}
-    for server in servers:
+    serials: dict[Server, str] = {}
+    for server in found:
         try:
-            answers[server] = read_record(server, alias.name, alias.rdtype, IO_TIMEOUT)
+            answers[server] = read_record(server, alias.update.name, alias.update.rdtype,
+                                          IO_TIMEOUT)
+            serials[server] = _serial(server, alias)
         except StepError as exc:
             answers[server] = f"no answer: {exc}"
-    width = max(len(_label(s, alias, names)) for s in servers)
+            serials[server] = ""
+    names = {s: str(s) for s in found}
+    names[found[0]] += " (primary)" if primary_waited else " (primary, not waited on)"
+    width = max(len(n) for n in names.values())
+    serial_width = max(len(s) for s in serials.values())
     for server, answer in answers.items():
         if isinstance(answer, Answer):
             label = alias.labels.get(answer.values)
             text = show(answer.values) + (f"  ({label})" if label else "")
+            out.append(f"  {names[server]:<{width}}  {serials[server]:<{serial_width}}  {text}")
         else:
-            text = answer
-        out.append(f"  {_label(server, alias, names):<{width}}  {text}")
+            out.append(f"  {names[server]:<{width}}  {answer}")
     values = {a.values for a in answers.values() if isinstance(a, Answer)}
     silent = sum(1 for a in answers.values() if not isinstance(a, Answer))
     if silent:
-        out.append(f"{silent} of {len(servers)} servers did not answer"
+        out.append(f"{silent} of {len(found)} servers did not answer"
                    + (f"; the others give {len(values)} different answers" if len(values) > 1
                       else ""))
     elif len(values) > 1:
-        out.append(f"servers disagree: {len(values)} different answers from {len(servers)} "
+        out.append(f"servers disagree: {len(values)} different answers from {len(found)} "
                    "servers")
     else:
-        out.append(f"all {len(servers)} servers agree")
-    return not silent and len(values) == 1
-
-
-def _same(a: Server, b: Server) -> bool:
-    """The same server written twice (a name and its address count as different)."""
-    if a.port != b.port:
-        return False
-    try:
-        return ipaddress.ip_address(a.host) == ipaddress.ip_address(b.host)
-    except ValueError:
-        return a.host.rstrip(".").lower() == b.host.rstrip(".").lower()
+        out.append(f"all {len(found)} servers agree")
+    return not silent and not problems and len(values) == 1
 
 
 def main(args: argparse.Namespace) -> int:

@@ -63,31 +63,6 @@ def change_behind_the_back(lab: DnsLab, value: str) -> None:
     assert dns.query.tcp(update, LOOPBACK, port=lab.primary.port, timeout=5).rcode() == 0
 
 
-# -- server forms (no server needed) ----------------------------------------------------------
-@pytest.mark.parametrize(("text", "port", "host", "expected_port", "shown"), [
-    ("ns.muni.cz", None, "ns.muni.cz", 53, "ns.muni.cz"),
-    ("127.0.0.1:5353", None, "127.0.0.1", 5353, "127.0.0.1:5353"),
-    ("127.0.0.1", 5300, "127.0.0.1", 5300, "127.0.0.1:5300"),
-    ("127.0.0.1:5353", 5300, "127.0.0.1", 5353, "127.0.0.1:5353"),  # written port wins
-    ("2001:db8::53", None, "2001:db8::53", 53, "[2001:db8::53]"),
-    ("[2001:db8::53]:5353", None, "2001:db8::53", 5353, "[2001:db8::53]:5353"),
-])
-def test_server_forms(text: str, port: int | None, host: str, expected_port: int,
-                      shown: str) -> None:
-    from actions.nsupdate import parse_server
-
-    server = parse_server(text, port)
-    assert (server.host, server.port, str(server)) == (host, expected_port, shown)
-
-
-@pytest.mark.parametrize("text", ["127.0.0.1:99999", "ns.example:dns", ":53"])
-def test_bad_server_forms_are_one_line(text: str) -> None:
-    from actions.nsupdate import parse_server
-
-    with pytest.raises(StepError, match=rf"^server {text!r}: "):
-        parse_server(text)
-
-
 # -- the happy path -------------------------------------------------------------------------
 def test_switch_is_seen_by_a_plain_query_and_reaches_the_secondary(dns_lab: DnsLab,
                                                                     tmp_path: Path) -> None:
@@ -127,7 +102,7 @@ def test_switch_back(dns_lab: DnsLab, tmp_path: Path) -> None:
 
 def test_dry_run_shows_the_change_from_a_live_read_and_changes_nothing(dns_lab: DnsLab,
                                                                        tmp_path: Path) -> None:
-    ctx, _ = make_ctx(tmp_path, dns_lab.update_key_file, dry_run=True)
+    ctx, _ = make_ctx(tmp_path, dns_lab.update_key_file)
     plan = step(dns_lab).plan(ctx)
     assert plan.summary == f"{NAME} CNAME {PROD} → {STANDBY} (ttl 60)"
     assert (plan.before, plan.after, plan.done, plan.problem) == ([PROD], [STANDBY], False, None)
@@ -344,85 +319,3 @@ def test_servfail_is_retryable_and_read_back(dns_lab: DnsLab, tmp_path: Path) ->
                           f"{dns_lab.primary.address} still answers {PROD}")
     assert error.retryable
     assert answer(dns_lab.primary) == [PROD]
-
-
-# -- `failover-engine dns show` --------------------------------------------------------------
-def write_policy(tmp_path: Path, lab: DnsLab, wait_servers: bool = True) -> Path:
-    from tests.support import REPO
-
-    base = (REPO / "tests" / "fixtures" / "policies" / "valid.yaml").read_text()
-    base = base.split("\nengage:")[0] + "\n"
-    keyfile = tmp_path / "tsig.key"
-    keyfile.write_text(lab.update_key.text())
-    keyfile.chmod(0o600)
-    common = (f"server: {lab.primary.address}, zone: example.test., name: {NAME}, "
-              "type: CNAME, ttl: 60, key: tsig")
-    servers = f", servers: {json_list(lab.servers)}" if wait_servers else ""
-    path = tmp_path / "policy.yaml"
-    path.write_text(
-        base.replace("state_dir: state", f"state_dir: {tmp_path / 'state'}")
-        + f"secrets:\n  tsig: {keyfile}\n"
-        + f"engage:\n  - nsupdate: {{{common}, expect: {PROD}, set: {STANDBY}}}\n"
-        + f"restore:\n  - nsupdate: {{{common}, expect: {STANDBY}, set: {PROD}}}\n"
-        + f"  - wait_dns: {{name: {NAME}, expect: {PROD}{servers}}}\n")
-    return path
-
-
-def json_list(items: list[str]) -> str:
-    return "[" + ", ".join(f'"{item}"' for item in items) + "]"
-
-
-def dns_show(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
-    import argparse
-
-    from engine.commands import dns as dns_command
-
-    code = dns_command.main(argparse.Namespace(policy=str(path), state_dir=None))
-    return code, capsys.readouterr().out.splitlines()
-
-
-def test_dns_show_lists_every_server_and_agrees(dns_lab: DnsLab, tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
-    code, lines = dns_show(write_policy(tmp_path, dns_lab), capsys)
-    primary, secondary = dns_lab.primary.address, dns_lab.secondary.address
-    assert lines == [
-        f"{NAME} CNAME (zone example.test., primary {primary})",
-        f"  {primary} (primary)  {PROD}  (production)",
-        f"  {secondary:<{len(primary) + 10}}  {PROD}  (production)",
-        "all 2 servers agree",
-    ]
-    assert code == 0
-
-
-def test_dns_show_exits_1_when_a_server_lags(dns_lab: DnsLab, tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
-    policy = write_policy(tmp_path, dns_lab)
-    dns_lab.hold_transfers()
-    try:
-        ctx, _ = make_ctx(tmp_path, dns_lab.update_key_file)
-        step(dns_lab).apply(ctx)
-        code, lines = dns_show(policy, capsys)
-    finally:
-        dns_lab.release_transfers()
-    assert code == 1
-    assert f"{STANDBY}  (standby)" in lines[1] and f"{PROD}  (production)" in lines[2]
-    assert lines[-1] == "servers disagree: 2 different answers from 2 servers"
-
-
-def test_dns_show_finds_servers_from_the_zones_ns_records(dns_lab: DnsLab, tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture[str]
-                                                          ) -> None:
-    # the lab's NS names both resolve to 127.0.0.1 on the primary's port: the primary itself
-    code, lines = dns_show(write_policy(tmp_path, dns_lab, wait_servers=False), capsys)
-    assert code == 0
-    assert lines[-1] == "all 1 servers agree"
-
-
-def test_dns_show_names_a_server_that_does_not_answer(dns_lab: DnsLab, tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    policy = write_policy(tmp_path, dns_lab)
-    dns_lab.secondary.stop()
-    code, lines = dns_show(policy, capsys)
-    assert code == 1
-    assert f"{dns_lab.secondary.address}" in lines[2] and "connection refused" in lines[2]
-    assert lines[-1] == "1 of 2 servers did not answer"

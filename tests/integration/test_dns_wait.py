@@ -13,7 +13,6 @@ from actions.wait_dns import WaitDns, guess_type
 from engine.drillkit.named import DnsLab
 from engine.errors import StepError
 from tests.fixtures.bind import PROD, STANDBY
-from tests.support import LOOPBACK
 
 NAME = "goc.example.test."
 T0 = 1_800_000_000.0
@@ -173,7 +172,7 @@ def test_a_server_that_is_down_is_named(dns_lab: DnsLab, tmp_path: Path) -> None
 
 
 def test_plan_shows_what_each_server_answers_now(dns_lab: DnsLab, tmp_path: Path) -> None:
-    ctx, _, _ = make_ctx(tmp_path, dns_lab, dry_run=True)
+    ctx, _, _ = make_ctx(tmp_path, dns_lab)
     plan = waiter(dns_lab, settle="2h").plan(ctx)
     assert plan.summary == (f"wait until 2 servers answer {NAME} CNAME {STANDBY}, then 2h; now "
                             f"0/2 servers answer {STANDBY}; {dns_lab.primary.address} still "
@@ -181,17 +180,12 @@ def test_plan_shows_what_each_server_answers_now(dns_lab: DnsLab, tmp_path: Path
     assert not plan.done and plan.problem is None
 
 
-def test_default_servers_are_the_zones_ns_records(dns_lab: DnsLab, tmp_path: Path) -> None:
-    import dns.resolver
-
-    # A real resolver object pointed at the lab's primary, which serves the zone's NS and
-    # their addresses: ns1 and ns2 are both 127.0.0.1, asked once on the primary's port.
-    resolver = dns.resolver.Resolver(configure=False)
-    resolver.nameservers = [LOOPBACK]
-    resolver.port = dns_lab.primary.port
+def test_default_servers_are_the_zones_ns_records(dns_lab: DnsLab, tmp_path: Path,
+                                                   lab_resolver: object) -> None:
+    # The system resolver asks the lab's primary, which serves the zone's NS and their
+    # addresses: ns1 and ns2 are both 127.0.0.1, asked once on the primary's port.
     action = WaitDns({"name": NAME, "expect": PROD, "port": dns_lab.primary.port,
                       "settle": 0, "interval": "100ms"})
-    action.resolver = resolver
     ctx, lines, _ = make_ctx(tmp_path, dns_lab)
     outcome = action.apply(ctx)
     assert outcome.summary.startswith(f"all 1 servers answer {NAME} CNAME {PROD}")
@@ -200,15 +194,9 @@ def test_default_servers_are_the_zones_ns_records(dns_lab: DnsLab, tmp_path: Pat
     assert outcome.after == {f"ns1.example.test. ({dns_lab.primary.address})": PROD}
 
 
-def test_no_ns_records_is_a_plan_problem(dns_lab: DnsLab, tmp_path: Path) -> None:
-    import dns.resolver
-
-    resolver = dns.resolver.Resolver(configure=False)
-    resolver.nameservers = [LOOPBACK]
-    resolver.port = dns_lab.primary.port
-    resolver.lifetime = 2
+def test_no_ns_records_is_a_plan_problem(dns_lab: DnsLab, tmp_path: Path,
+                                         lab_resolver: object) -> None:
     action = WaitDns({"name": "goc.nothere.test.", "zone": "nothere.test", "expect": PROD})
-    action.resolver = resolver
     ctx, _, _ = make_ctx(tmp_path, dns_lab)
     plan = action.plan(ctx)
     assert plan.problem and plan.problem.startswith(
