@@ -35,9 +35,11 @@ Policy snippet (the last step of an import job)::
               keep: 1
               max_age: 30d      # optional
               mode: copy        # default; or move
-              # file: ...       # default: the previous step's output (ctx.input_file)
+              # file: ...       # default: the previous step's output (ctx.previous_output)
 
-The step's `after` is the archived file's path.
+The step's output is the archived file's path. In a dry-run whose earlier steps have not
+made the file yet, the plan names the archive it would write and checks the file once it
+exists.
 """
 from __future__ import annotations
 
@@ -110,28 +112,42 @@ class Archive:
             return Plan("archive", problem=self.config_problem)
         archives = self._archives()
         before = [a.name for a in archives]
-        wanted = self.file or ctx.input_file
-        if wanted is None or not Path(wanted).is_file():
+        wanted = ctx.input_path(self.file)
+        planned = ctx.planned_input(self.file)
+        if planned is not None:
+            return self._plan_later(archives, before, wanted, planned)
+        if wanted is None or not wanted.is_file():
             recorded = self._recorded(ctx)
             if recorded is not None:
                 prune = self._to_prune(archives, recorded)
                 return Plan(self._summary(f"already archived as {recorded}", prune),
-                            before, str(recorded), done=not prune)
-            if ctx.dry_run:
-                what = wanted or "the previous step's output"
-                return Plan(f"would {self.mode} {what} into {self.dir} as {self.name}", before)
+                            before, str(recorded), done=not prune, output=recorded)
             if wanted is None:
                 return Plan("archive", before, problem=_NO_INPUT)
             return Plan("archive", before, problem=f"archive: {wanted} does not exist")
-        source = Path(wanted)
+        source = wanted
         same = self._identical(source, archives)
         if same is not None:
             prune = self._to_prune(archives, same.path)
             return Plan(self._summary(f"already archived as {same.path}", prune),
-                        before, str(same.path), done=not prune)
+                        before, str(same.path), done=not prune, output=same.path)
         target = self._target(source)
         prune = self._to_prune(archives, target)
-        return Plan(self._summary(f"{self.mode} {source} → {target}", prune), before, str(target))
+        return Plan(self._summary(f"{self.mode} {source} → {target}", prune), before, str(target),
+                    output=target)
+
+    def _plan_later(self, archives: list[Archived], before: list[str], source: Path | None,
+                    planned: str) -> Plan:
+        """The file is the previous step's planned output, not made yet: name the archive
+        it would get (when the file's name is known) and what would be pruned."""
+        if source is None:
+            return Plan(f"would {self.mode} {planned} into {self.dir} under a dated name "
+                        f"({self.name} plus its extension; checked once it exists)", before,
+                        output=f"the dated copy of {planned} in {self.dir}")
+        target = self._target(source)
+        prune = self._to_prune(archives, target)
+        return Plan(self._summary(f"would {self.mode} {source} → {target} (checked once it "
+                                  "exists)", prune), before, str(target), output=target)
 
     def apply(self, ctx: Context) -> Outcome:
         if self.config_problem:
@@ -142,9 +158,9 @@ class Archive:
                 leftover.unlink()
         archives = self._archives()
         before = [a.name for a in archives]
-        wanted = self.file or ctx.input_file
+        wanted = ctx.input_path(self.file)
         changed = True
-        if wanted is None or not Path(wanted).is_file():
+        if wanted is None or not wanted.is_file():
             target = self._recorded(ctx)
             if target is None:
                 if wanted is None:
@@ -152,7 +168,7 @@ class Archive:
                 raise StepError(f"archive: {wanted} does not exist; nothing to archive")
             action, changed = f"already archived as {target}", False
         else:
-            source = Path(wanted)
+            source = wanted
             same = self._identical(source, archives)
             if same is not None:
                 target, changed = same.path, False
@@ -176,7 +192,7 @@ class Archive:
             changed = True
         summary = self._summary(action, pruned, done=True)
         ctx.log(summary)
-        return Outcome(summary, before, str(target), changed=changed)
+        return Outcome(summary, before, str(target), changed=changed, output=target)
 
     # -- storing ----------------------------------------------------------------------
 

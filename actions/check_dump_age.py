@@ -20,6 +20,8 @@ Options:
 
 The step changes nothing: `plan()` reports the age found (and the problem, if any) and
 `apply()` checks again and fails with one line naming the log when the check does not pass.
+Both report the facts `last_success` (ISO time of the last `completed ok`) and
+`last_success_age_seconds` when the log has them; the step hands on no output.
 """
 from __future__ import annotations
 
@@ -77,10 +79,21 @@ class CheckDumpAge:
                                  "the import or set require_last_ok: false"), log
         return summary, None, log
 
+    def _facts(self, log: StatusLog | None) -> dict[str, Any]:
+        """`last_success` and its age in seconds, as far as the log tells them."""
+        if log is None or log.last_success_time is None:
+            return {}
+        facts: dict[str, Any] = {"last_success": log.last_success_time.isoformat()}
+        age = log.success_age(self._now())
+        if age is not None:
+            facts["last_success_age_seconds"] = round(age)
+        return facts
+
     def plan(self, ctx: Context) -> Plan:
         summary, problem, log = self._verdict()
         when = log.last_success_time.isoformat() if log and log.last_success_time else None
-        return Plan(summary=summary, before=when, after=when, done=False, problem=problem)
+        return Plan(summary=summary, before=when, after=when, done=False, problem=problem,
+                    facts=self._facts(log))
 
     def apply(self, ctx: Context) -> Outcome:
         summary, problem, log = self._verdict()
@@ -88,4 +101,5 @@ class CheckDumpAge:
             raise StepError(problem, retryable=False)
         ctx.log(f"check_dump_age: {summary}")
         when = log.last_success_time.isoformat() if log and log.last_success_time else None
-        return Outcome(summary=summary, before=when, after=when, changed=False)
+        return Outcome(summary=summary, before=when, after=when, changed=False,
+                       facts=self._facts(log))

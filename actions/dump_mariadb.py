@@ -22,6 +22,9 @@ directory. Only when the client exits 0 and the file ends with the `-- Dump comp
 trailer is it rotated in: the previous dump becomes `<file>_old`, the new one takes the
 final name (both renames in the same directory). A failed dump leaves the previous
 files exactly as they were.
+
+The step's output is the dump file (a following job step, e.g. archive, gets it); its
+fact `data_completed` is the trailer's time (UTC), recorded by the job like an import's.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Mapping
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -96,12 +100,13 @@ class DumpMariadb:
             trailer, completed = read_trailer(self.file)
             before = {"file": str(self.file), "bytes": self.file.stat().st_size,
                       "completed": completed.isoformat() if completed else trailer}
-        # `after` is the file itself, so a following job step (archive) gets it as input.
+        # The output is the file itself, so a following job step (archive) gets it as input.
         return Plan(
             summary=(f"would dump {self.database} to {self.file}"
                      + (f" (current one becomes {self.file.name}_old)" if before else "")),
             before=before, after=str(self.file.absolute()),
             problem="; ".join(problems) or None,
+            output=self.file.absolute(),
         )
 
     def apply(self, ctx: Context) -> Outcome:
@@ -152,6 +157,8 @@ class DumpMariadb:
             raise
         stamp = completed.isoformat() if completed else trailer
         ctx.log(f"dumped {self.database}: {size} bytes, completed {stamp}")
+        facts = {"data_completed": completed.astimezone(UTC).isoformat()} if completed else {}
         return Outcome(
             summary=f"dumped {self.database} to {self.file} ({size} bytes, completed {stamp})",
-            before=None, after=str(self.file.absolute()))
+            before=None, after=str(self.file.absolute()), output=self.file.absolute(),
+            facts=facts)

@@ -29,8 +29,9 @@ Policy snippet (a job step)::
               dest_dir: /var/lib/failover-engine/work   # optional: defaults to the job's work dir
               timeout: 30m
 
-Output: `<dest_dir>/<basename of source>`; the step's `after` is that path.
-`dest_dir` defaults to the job's work dir (`ctx.work_dir`, set by the runner for job steps).
+Output: `<dest_dir>/<basename of source>` (a Path), which the next step gets as its
+`ctx.previous_output`; `plan()` names the same path. `dest_dir` defaults to the job's
+work dir (`ctx.work_dir`, set by the runner for job steps).
 """
 from __future__ import annotations
 
@@ -169,14 +170,20 @@ class Fetch:
         summary = f"fetch {self.source}"
         try:
             dest = self._dest(ctx)
-            info = self._inspect(ctx)
         except StepError as exc:
             return Plan(summary=summary, problem=str(exc))
+        try:
+            info = self._inspect(ctx)
+        except StepError as exc:
+            # The destination is known: the next steps still plan against it.
+            return Plan(summary=summary, problem=str(exc), output=dest)
         before = _describe(dest)
         if self._already_there(dest, info):
-            return Plan(f"already fetched: {dest}", before=before, after=str(dest), done=True)
+            return Plan(f"already fetched: {dest}", before=before, after=str(dest), done=True,
+                        output=dest)
         return Plan(
-            summary=f"{summary} ({info.size} bytes) → {dest}", before=before, after=str(dest)
+            summary=f"{summary} ({info.size} bytes) → {dest}", before=before, after=str(dest),
+            output=dest,
         )
 
     def apply(self, ctx: Context) -> Outcome:
@@ -187,16 +194,19 @@ class Fetch:
         if self.remote is None:
             info = self._local_info()
             if self._already_there(dest, info):
-                return Outcome(f"already fetched: {dest}", before, str(dest), changed=False)
+                return Outcome(f"already fetched: {dest}", before, str(dest), changed=False,
+                               output=dest)
             self._copy_local(ctx, Path(self.source), info, dest)
         else:
             with self._sftp(ctx) as sftp:
                 info = self._remote_info(sftp)
                 if self._already_there(dest, info):
-                    return Outcome(f"already fetched: {dest}", before, str(dest), changed=False)
+                    return Outcome(f"already fetched: {dest}", before, str(dest),
+                                   changed=False, output=dest)
                 self._download(ctx, sftp, info, dest)
         ctx.log(f"fetched {self.source} → {dest} ({info.size} bytes)")
-        return Outcome(f"fetched {self.source} → {dest} ({info.size} bytes)", before, str(dest))
+        return Outcome(f"fetched {self.source} → {dest} ({info.size} bytes)", before, str(dest),
+                       output=dest)
 
     def host_problems(self, ctx: Context) -> list[str]:
         """For `validate --host`: the key and known_hosts files this step will need."""

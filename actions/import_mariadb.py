@@ -20,9 +20,9 @@ What it does, in order; the live database is never touched until the last step:
 2. Loads it into `<database>_staging`, created fresh: tables in parallel over PyMySQL
    connections, then views, triggers and routines in dump order. Any failing statement
    fails the step (unlike `mysql -e "SOURCE file"`, which exits 0 after errors).
-3. Verifies: `expect_tables` present, `min_rows` per table; records the trailer's date as
-   the data's age (`data_completed`, UTC: `dump_mariadb` runs the client in UTC; set
-   `dump_timezone` for dumps made elsewhere).
+3. Verifies: `expect_tables` present, `min_rows` per table; reports the trailer's date as
+   the fact `data_completed` (UTC: `dump_mariadb` runs the client in UTC; set
+   `dump_timezone` for dumps made elsewhere) and `data_age_seconds`; the job records them.
 4. Swaps with ONE `RENAME TABLE live.t TO previous.t, …, staging.t TO live.t, …` covering
    every table, so foreign keys follow and readers see the old or the new set, never a mix.
    The old live tables stay in `<database>_previous` until the next success. Triggers
@@ -30,6 +30,9 @@ What it does, in order; the live database is never touched until the last step:
    recreated after it, as are views, routines and events, which cannot move between
    schemas.
 On failure the staging database is dropped and the live database is as it was.
+The step's output is the dump file it imported, so a following `archive` keeps it. In a
+dry-run whose fetch/unzip have not run yet, the plan checks the option file and the
+server now and the dump once it exists.
 Transient errors (2006 server gone away, 2013 connection lost, 1205 lock wait timeout,
 server restarting) are retryable; syntax and data errors are not. A connection KILLed
 by an operator reaches the client as 2013 too, so it counts as transient: set
@@ -46,7 +49,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -128,11 +131,11 @@ class ImportMariadb:
     # ----------------------------------------------------------------- helpers
     def _path(self, ctx: Context) -> Path:
         # In a job the previous step's output (fetch/unzip) is the dump; `file` wins.
-        chosen = self.file or ctx.input_file
-        if not chosen:
+        chosen = ctx.input_path(self.file)
+        if chosen is None:
             raise StepError("import_mariadb: no dump file given and no previous step's output;"
                             " set file")
-        return Path(chosen)
+        return chosen
 
     def _options(self, ctx: Context) -> ClientOptions:
         return read_options(ctx.secret(self.options_ref))
@@ -150,16 +153,14 @@ class ImportMariadb:
 
     # -------------------------------------------------------------------- plan
     def plan(self, ctx: Context) -> Plan:
+        planned = ctx.planned_input(self.file)
+        if planned is not None:
+            return self._plan_later(ctx, planned)
         try:
             path = self._path(ctx)
             size, _trailer, completed = self._check_file(path)
             tables = _count_create_tables(path)
-            options = self._options(ctx)
-            conn = connect(options)
-            try:
-                live = len(base_tables(conn, self.database))
-            finally:
-                conn.close()
+            live = self._live_tables(ctx)
         except StepError as exc:
             return Plan(summary=f"import {self.file or 'the work file'} into {self.database}",
                         problem=str(exc))
@@ -169,7 +170,31 @@ class ImportMariadb:
                      f" {tables} tables into {self.database} (live has {live} tables{age})"),
             before={"database": self.database, "tables": live},
             after={"database": self.database, "tables": tables, "bytes": size},
+            output=path,
         )
+
+    def _plan_later(self, ctx: Context, planned: str) -> Plan:
+        """The dump is the previous step's planned output, not made yet: check the option
+        file and the server now, the dump once it exists."""
+        try:
+            live = self._live_tables(ctx)
+        except StepError as exc:
+            return Plan(summary=f"import {planned} into {self.database}", problem=str(exc),
+                        output=ctx.previous_output)
+        return Plan(
+            summary=(f"would load {planned} into {self.staging} and swap its tables into"
+                     f" {self.database} (live has {live} tables; the dump is checked once it"
+                     " exists)"),
+            before={"database": self.database, "tables": live},
+            output=ctx.previous_output,
+        )
+
+    def _live_tables(self, ctx: Context) -> int:
+        conn = connect(self._options(ctx))
+        try:
+            return len(base_tables(conn, self.database))
+        finally:
+            conn.close()
 
     # ------------------------------------------------------------------- apply
     def apply(self, ctx: Context) -> Outcome:
@@ -211,10 +236,6 @@ class ImportMariadb:
             self._drop_staging(ctx)
             raise _as_step_error(exc, f"import of {path} into {self.staging}") from None
         data = completed.astimezone(UTC).isoformat() if completed else None
-        if data:
-            ctx.progress["data_completed"] = data
-            with contextlib.suppress(Exception):
-                ctx.save_progress()
         age = data_age(completed)
         age_text = f", data {format_duration(age.total_seconds())} old" if age else ""
         ctx.log(f"swapped {len(counts)} tables into {self.database}; previous tables kept in"
@@ -224,9 +245,9 @@ class ImportMariadb:
                      f" {sum(counts.values())} rows; data from {data or trailer}"),
             before={"database": self.database, "tables": len(before)},
             after={"database": self.database, "tables": len(counts), "rows": counts,
-                   "bytes": size, "data_completed": data,
-                   "data_age_seconds": round(age.total_seconds()) if age else None,
-                   "previous": self.previous},
+                   "bytes": size, "previous": self.previous},
+            output=path,
+            facts=_data_facts(data, age),
         )
 
     def _redirect_databases(self, index: DumpIndex, path: Path, ctx: Context) -> None:
@@ -369,6 +390,16 @@ def _as_step_error(exc: Exception, doing: str) -> StepError:
     code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
     message = exc.args[-1] if exc.args else exc
     return StepError(f"{doing}: error {code}: {message}", retryable=code in TRANSIENT)
+
+
+def _data_facts(data: str | None, age: timedelta | None) -> dict[str, Any]:
+    """The facts the job records: when the dump's data was complete, and how old it is."""
+    facts: dict[str, Any] = {}
+    if data:
+        facts["data_completed"] = data
+    if age is not None:
+        facts["data_age_seconds"] = round(age.total_seconds())
+    return facts
 
 
 def _count_create_tables(path: Path) -> int:

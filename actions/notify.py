@@ -52,14 +52,6 @@ def _policy_notify(ctx: Context) -> Mapping[str, Any] | None:
     return getattr(policy, "notify", None)
 
 
-def _engine_state(ctx: Context) -> str | None:
-    for source in (ctx.progress.get("engine_state"), ctx.progress.get("state"),
-                   getattr(ctx.policy, "state", None)):
-        if isinstance(source, str) and source:
-            return source
-    return None
-
-
 class Notify:
     """Send one notification mail (spooled when the relay is down)."""
 
@@ -137,7 +129,7 @@ class Notify:
                                          log=ctx.log, require=message_id)
         else:
             body = mail.mail_body(self.message, policy=ctx.policy_name,
-                                  state=_engine_state(ctx), step=ctx.step_id)
+                                  state=ctx.engine_state, step=ctx.step_id)
             sent = mail.send_mail(notify_cfg, self._subject(ctx, cfg), body,
                                   spool_dir=spool_dir, secret=ctx.secret, timeout=timeout,
                                   log=ctx.log, on_spooled=self._remember(ctx))

@@ -26,10 +26,12 @@ Policy snippet (a job step)::
               # file: /var/lib/failover-engine/work/gocdb.sql.zip   # default: the previous output
               # dest_dir: ...                                       # default: the job's work dir
 
-Inputs the runner gives a job step through its context: `ctx.input_file` (the previous
-step's output, used when `file` is not set) and `ctx.work_dir` (used when `dest_dir` is
-not set; without it, the zip's own directory). The step's `after` is the
-extracted file's path.
+Inputs the runner gives a job step through its context: `ctx.previous_output` (the
+previous step's output, used when `file` is not set) and `ctx.work_dir` (used when
+`dest_dir` is not set; without it, the zip's own directory). The step's output is the
+extracted file's path (the file itself when it is passed through). In a dry-run whose
+fetch has not run yet, the plan says what it would do and checks the archive once it
+exists; its planned output is then a description, since the member's name is inside it.
 """
 from __future__ import annotations
 
@@ -100,50 +102,62 @@ class Unzip:
         self.max_ratio = float(params.get("max_ratio", DEFAULT_MAX_RATIO))
 
     def plan(self, ctx: Context) -> Plan:
-        wanted = self.file or ctx.input_file
-        if ctx.dry_run and (wanted is None or not Path(wanted).exists()):
-            # In a dry-run the earlier steps have not produced the file: not a problem yet.
-            what = wanted or "the previous step's output"
-            return Plan(f"would extract the single file of {what} (checked once it exists)")
+        planned = ctx.planned_input(self.file)
+        if planned is not None:
+            return self._plan_later(ctx, planned)
         try:
             source = self._source(ctx)
             if not _is_zip(source):
                 return Plan(f"{source} is not a zip archive; nothing to extract", after=str(source),
-                            done=True)
+                            done=True, output=source)
             with _open_zip(source) as archive:
                 info, dest = self._check(ctx, source, archive)
         except StepError as exc:
             return Plan(summary="unzip", problem=str(exc))
         if _already_extracted(dest, info):
-            return Plan(f"already extracted: {dest}", after=str(dest), done=True)
+            return Plan(f"already extracted: {dest}", after=str(dest), done=True, output=dest)
         return Plan(
             f"extract {info.filename} ({info.file_size} bytes) from {source} → {dest}",
             before=str(source),
             after=str(dest),
+            output=dest,
         )
+
+    def _plan_later(self, ctx: Context, planned: str) -> Plan:
+        """The input is the previous step's planned output, not made yet: say what would be
+        done; the archive's checks run once it exists."""
+        source = ctx.input_path(self.file)
+        if source is not None and source.suffix.lower() != ".zip":
+            return Plan(f"would hand on {source} as it is, unless it turns out to be a zip "
+                        "archive (checked once it exists)", output=source)
+        directory = self.dest_dir or ctx.work_dir or (source.parent if source else None)
+        where = f" into {directory}" if directory else ""
+        return Plan(f"would extract the single file of {planned}{where} (checked once it "
+                    "exists)", output=f"the file extracted from {planned}")
 
     def apply(self, ctx: Context) -> Outcome:
         source = self._source(ctx)
         if not _is_zip(source):
             return Outcome(f"{source} is not a zip archive; nothing to extract",
-                           after=str(source), changed=False)
+                           after=str(source), changed=False, output=source)
         with _open_zip(source) as archive:
             info, dest = self._check(ctx, source, archive)
             if _already_extracted(dest, info):
-                return Outcome(f"already extracted: {dest}", str(source), str(dest), changed=False)
+                return Outcome(f"already extracted: {dest}", str(source), str(dest),
+                               changed=False, output=dest)
             ensure_private_dir(dest.parent)
             _remove_stale_parts(dest)
             self._extract(ctx, source, archive, info, dest)
         ctx.log(f"extracted {info.filename} ({info.file_size} bytes) from {source} → {dest}")
-        return Outcome(f"extracted {info.filename} from {source} → {dest}", str(source), str(dest))
+        return Outcome(f"extracted {info.filename} from {source} → {dest}", str(source), str(dest),
+                       output=dest)
 
     # -- checks -----------------------------------------------------------------------
 
     def _source(self, ctx: Context) -> Path:
-        file = self.file or ctx.input_file
-        if not file:
+        path = ctx.input_path(self.file)
+        if path is None:
             raise StepError("unzip: no file given and no previous step's output; set file")
-        path = Path(file)
         if not path.is_file():
             raise StepError(f"unzip: {path} does not exist or is not a regular file")
         return path

@@ -58,14 +58,6 @@ def read_record(state_dir: Path, name: str) -> dict[str, Any]:
         return {}
 
 
-def _data_completed(report: RunReport) -> str | None:
-    for step in report.steps:
-        after = step.plan.after if step.plan is not None else None
-        if isinstance(after, dict) and after.get("data_completed"):
-            return str(after["data_completed"])
-    return None
-
-
 class JobLock:
     """A non-blocking flock on the job's lock file: a second run refuses instead of waiting."""
 
@@ -140,7 +132,8 @@ def _end(policy: Policy, job: JobSpec, result: JobResult, duration: float) -> Jo
     if result.ok:
         record["last_success"] = now
         record["last_error"] = None
-        completed = _data_completed(result.report) if result.report else None
+        # One channel: the fact an import (or dump) step reported, collected by the runner.
+        completed = result.report.facts.get("data_completed") if result.report else None
         if completed:
             record["data_completed"] = completed
     else:

@@ -8,7 +8,13 @@ the work is already done, or this is a dry-run — calls `apply()`:
 - journal: each finished step is recorded in the state file before the next starts, so an
   engine killed mid-run resumes at the first unfinished step (`engage`/`restore` phases);
 - audit: every applied change and every failure is a JSON line in `<state_dir>/audit.jsonl`;
-- dry-run: only `plan()` is called; nothing is written, no mail is sent.
+- dry-run: only `plan()` is called; nothing is written, no mail is sent;
+- hand-over: each step gets the output of the nearest earlier step that handed one on as
+  `ctx.previous_output` — the `Outcome.output` in a real run, the `Plan.output` in a
+  dry-run (marked `previous_output_pending` while only planned), the journalled output for
+  a step done before a restart. Every step's `facts` are collected in `RunReport.facts`
+  and journalled with its output;
+- context: the engine's state (`record.state`) reaches each step as `ctx.engine_state`.
 
 `on_error: continue` records the failure and goes on; `abort` (the default) stops the run.
 """
@@ -46,16 +52,23 @@ class StepReport:
     summary: str
     duration: float = 0.0
     plan: Plan | None = None
+    output: Any = None  # what the step handed on (planned, in a dry-run); None: nothing new
+    facts: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class RunReport:
-    """The result of a run: every step's report, and the step that stopped it, if any."""
+    """The result of a run: every step's report, and the step that stopped it, if any.
+
+    `facts` merges the facts of every finished step (a later step's value for the same name
+    wins); in a dry-run, the facts the plans observed.
+    """
 
     phase: str
     steps: list[StepReport] = field(default_factory=list)
     failed: StepReport | None = None
     interrupted: bool = False
+    facts: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -90,13 +103,21 @@ def _describe(value: Any) -> Any:
     return str(value)
 
 
-def _output_file(after: Any) -> Path | None:
-    """The file a step produced, when its `after` is one (chains job steps)."""
-    if isinstance(after, Path):
-        return after
-    if isinstance(after, str) and after.startswith("/") and Path(after).is_file():
-        return Path(after)
-    return None
+def _journal_output(output: Any) -> dict[str, Any]:
+    """A step's output for its journal entry: a path under `output` (as journals always had
+    it), any other value under `output_value`, so a resumed run hands on the same thing."""
+    if output is None:
+        return {}
+    if isinstance(output, Path):
+        return {"output": str(output)}
+    return {"output_value": _describe(output)}
+
+
+def _journalled_output(entry: dict[str, Any]) -> Any:
+    """The output a step done before a restart handed on (see `_journal_output`)."""
+    if entry.get("output"):
+        return Path(entry["output"])
+    return entry.get("output_value")
 
 
 class Runner:
@@ -132,7 +153,8 @@ class Runner:
         return SecretStore(self.policy).path(name)
 
     def _audit(self, phase: str, index: int, step: Step, outcome: str, summary: str,
-               before: Any = None, after: Any = None) -> None:
+               before: Any = None, after: Any = None, output: Any = None,
+               facts: dict[str, Any] | None = None) -> None:
         entry = {
             "time": isotime(),
             "policy": self.policy.name,
@@ -144,6 +166,10 @@ class Runner:
             "before": _describe(before),
             "after": _describe(after),
         }
+        if output is not None:
+            entry["output"] = _describe(output)
+        if facts:
+            entry["facts"] = _describe(facts)
         self.store.ensure_dir()
         append_line(self.store.audit_path, json.dumps(entry, sort_keys=True), mode=0o600)
 
@@ -164,13 +190,20 @@ class Runner:
         """
         report = RunReport(phase)
         journal = None if dry_run else self._open_journal(phase)
-        input_file: Path | None = None
+        # What the next step gets as ctx.previous_output, and whether it is only planned.
+        previous: Any = None
+        pending = False
         for index, step in enumerate(steps):
             key = str(index)
             if journal is not None and key in journal["steps"]:
                 entry = journal["steps"][key]
-                report.steps.append(StepReport(index, step, "skipped", entry.get("summary", "")))
-                input_file = Path(entry["output"]) if entry.get("output") else input_file
+                output = _journalled_output(entry)
+                facts = dict(entry.get("facts") or {})
+                report.steps.append(StepReport(index, step, "skipped", entry.get("summary", ""),
+                                               output=output, facts=facts))
+                report.facts.update(facts)
+                if output is not None:
+                    previous, pending = output, False
                 log.info("%s step %d %s: done before the restart: %s",
                          phase, index + 1, step.name, entry.get("summary", ""))
                 continue
@@ -180,25 +213,25 @@ class Runner:
                             "resumes it here", phase, index + 1, step.name)
                 return report
             progress = journal["progress"].setdefault(key, {}) if journal is not None else {}
-            if self.record is not None:
-                progress["engine_state"] = self.record.state  # notify mails say which state
-            ctx = self._context(phase, index, step, progress, dry_run, work_dir, input_file)
+            ctx = self._context(phase, index, step, progress, work_dir, previous, pending)
             result = (self._plan_only(index, step, ctx) if dry_run
                       else self._execute(phase, index, step, ctx))
             report.steps.append(result)
-            if not dry_run and result.plan is not None:
-                input_file = _output_file(result.plan.after) or input_file
             if result.status == "failed":
                 report.failed = result
                 if journal is not None:
                     journal["failed"] = {"step": index, "error": result.summary, "at": isotime()}
                     self._save()
                 return report
+            report.facts.update(result.facts)
+            if result.output is not None:
+                # Only a dry-run's "planned" step has not made its output yet.
+                previous, pending = result.output, result.status == "planned"
             if journal is not None:
                 entry = {"status": result.status, "summary": result.summary, "at": isotime(),
-                         "duration": round(result.duration, 3)}
-                if input_file is not None:
-                    entry["output"] = str(input_file)
+                         "duration": round(result.duration, 3), **_journal_output(result.output)}
+                if result.facts:
+                    entry["facts"] = _describe(result.facts)
                 journal["steps"][key] = entry
                 self._save()
         return report
@@ -216,7 +249,7 @@ class Runner:
         return self.record.run
 
     def _context(self, phase: str, index: int, step: Step, progress: dict[str, Any],
-                 dry_run: bool, work_dir: Path | None, input_file: Path | None) -> Context:
+                 work_dir: Path | None, previous: Any, pending: bool) -> Context:
         deadline = time.monotonic() + step.timeout if step.timeout else None
         step_log = logging.getLogger(f"failover_engine.step.{step.kind}")
         return Context(
@@ -229,11 +262,12 @@ class Runner:
             progress=progress,
             save_progress=self._save,
             policy=self.policy,
-            dry_run=dry_run,
+            engine_state=self.record.state if self.record is not None else None,
             sleep=self._sleep,
             should_stop=self.stop.is_set,
             work_dir=work_dir,
-            input_file=input_file,
+            previous_output=previous,
+            previous_output_pending=pending,
         )
 
     def _plan_only(self, index: int, step: Step, ctx: Context) -> StepReport:
@@ -242,7 +276,8 @@ class Runner:
         except FailoverError as exc:
             plan = Plan(summary=str(exc), problem=str(exc))
         status = "already" if plan.done else "planned"
-        return StepReport(index, step, status, plan.summary, plan=plan)
+        return StepReport(index, step, status, plan.summary, plan=plan, output=plan.output,
+                          facts=dict(plan.facts))
 
     def _execute(self, phase: str, index: int, step: Step, ctx: Context) -> StepReport:
         started = time.monotonic()
@@ -262,7 +297,8 @@ class Runner:
                           phase=phase, step=index + 1, kind=step.kind, status="already",
                           duration=round(time.monotonic() - started, 3))
                     return StepReport(index, step, "already", summary,
-                                      time.monotonic() - started, plan)
+                                      time.monotonic() - started, plan, output=plan.output,
+                                      facts=dict(plan.facts))
                 outcome = self._apply_with_timeout(action, ctx, step)
             except StepError as exc:
                 error, retryable = str(exc), exc.retryable
@@ -275,13 +311,16 @@ class Runner:
                 duration = time.monotonic() - started
                 status = "done" if outcome.changed else "already"
                 self._audit(phase, index, step, "changed" if outcome.changed else "already done",
-                            outcome.summary, outcome.before, outcome.after)
+                            outcome.summary, outcome.before, outcome.after, outcome.output,
+                            outcome.facts)
                 event(log, "step.finish",
                       f"{phase} step {index + 1} {step.name}: {outcome.summary} ({duration:.1f}s)",
                       phase=phase, step=index + 1, kind=step.kind, status=status,
                       duration=round(duration, 3))
                 return StepReport(index, step, status, outcome.summary, duration,
-                                  Plan(outcome.summary, outcome.before, outcome.after))
+                                  Plan(outcome.summary, outcome.before, outcome.after,
+                                       output=outcome.output, facts=outcome.facts),
+                                  output=outcome.output, facts=dict(outcome.facts))
             if retryable and attempt < attempts and not self.stop.is_set():
                 delay = backoff(attempt)
                 event(log, "step.retry", f"{phase} step {index + 1} {step.name}: attempt "

@@ -1,7 +1,8 @@
 """`failover-engine dry-run engage|restore|job NAME`: every step's plan, nothing changed.
 
-The runner calls only `plan()`: it observes the world read-only. Exit 1 when a step's
-plan names a problem (it would fail if run now).
+The runner calls only `plan()`: it observes the world read-only, and hands each step's
+planned output to the next step as a real run hands on applied ones (shown as `hands on:`).
+Exit 1 when a step's plan names a problem (it would fail if run now).
 """
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ def main(args: argparse.Namespace) -> int:
         else:
             mark, text = "→", plan.summary
         print(f"  {mark} step {r.index + 1} {r.step.name}: {text}")
+        if r.output is not None:  # what the next step gets, as in a real run
+            print(f"      hands on: {r.output}")
     failing = report.would_fail
     if failing:
         print(f"{len(failing)} step(s) would fail")

@@ -50,7 +50,8 @@ def test_dump_writes_private_file_with_utc_trailer_and_rotates(
     trailer, completed = read_trailer(target)
     assert trailer and completed is not None
     assert before - timedelta(seconds=1) <= completed <= after + timedelta(seconds=1)
-    assert outcome.after == str(target)
+    assert outcome.output == target.absolute()
+    assert outcome.facts == {"data_completed": completed.isoformat()}
     assert f"({target.stat().st_size} bytes" in outcome.summary
     data = target.read_bytes()
     assert b"CREATE TABLE `downtimes`" in data and b"TRIGGER" in data.upper()

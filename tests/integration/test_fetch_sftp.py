@@ -232,7 +232,8 @@ def test_host_problems(sshd_server: SshServer, remote_dump: Path, tmp_path: Path
 def test_zipped_dump_fetched_unzipped_archived(
     sshd_server: SshServer, remote_dump: Path, tmp_path: Path
 ) -> None:
-    """The import job's file steps chained by hand, as the runner chains them (input_file)."""
+    """The import job's file steps chained by hand, as the runner chains them (each step's
+    output is the next one's previous_output)."""
     zipped = remote_dump.with_suffix(".sql.zip")
     with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.write(remote_dump, "gocdb.sql")
@@ -246,12 +247,12 @@ def test_zipped_dump_fetched_unzipped_archived(
         "identity": str(sshd_server.identity),
     }
     fetched = Fetch(params).apply(ctx)
-    assert fetched.after == str(work / "gocdb.sql.zip")
-    ctx.input_file = Path(fetched.after)
+    assert fetched.output == work / "gocdb.sql.zip"
+    ctx.previous_output = fetched.output
     unzipped = Unzip({}).apply(ctx)
-    assert unzipped.after == str(work / "gocdb.sql")
-    assert Path(unzipped.after).read_bytes() == remote_dump.read_bytes()
-    ctx.input_file = Path(unzipped.after)
+    assert unzipped.output == work / "gocdb.sql"
+    assert unzipped.output.read_bytes() == remote_dump.read_bytes()
+    ctx.previous_output = unzipped.output
     archived = Archive({"dir": str(tmp_path / "archive"), "keep": 1}).apply(ctx)
-    assert Path(archived.after).name.startswith("_goc5dump_") and archived.after.endswith(".sql")
-    assert Path(archived.after).read_bytes() == remote_dump.read_bytes()
+    assert archived.output.name.startswith("_goc5dump_") and archived.output.suffix == ".sql"
+    assert archived.output.read_bytes() == remote_dump.read_bytes()

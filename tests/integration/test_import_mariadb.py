@@ -122,8 +122,10 @@ def test_end_to_end_matches_source_and_keeps_previous(mariadb, gocdb_source, sou
     assert mariadb.checksums(LIVE) == mariadb.checksums(source)
     assert outcome.after["rows"] == counts
     assert objects(mariadb, LIVE) == {k: sorted(v) for k, v in OBJECTS.items()}
-    assert ctx.progress["data_completed"] == outcome.after["data_completed"]
-    assert outcome.after["data_completed"].endswith("+00:00")
+    assert outcome.output == source_dump, "the imported dump is handed on (to archive)"
+    assert set(outcome.facts) == {"data_completed", "data_age_seconds"}
+    assert outcome.facts["data_completed"].endswith("+00:00")
+    assert outcome.facts["data_age_seconds"] >= 0
     assert any("loaded 100%" in line and "MB/s" in line for line in lines)
     assert STAGING not in databases(mariadb)
 
@@ -359,7 +361,7 @@ def test_file_defaults_to_previous_step_output(mariadb, live, source_dump, tmp_p
     step = ImportMariadb({"options": "db", "database": LIVE})
     with pytest.raises(StepError, match="no dump file given and no previous step's output"):
         step.apply(ctx)
-    ctx.input_file = source_dump
+    ctx.previous_output = source_dump
     assert str(source_dump) in step.plan(ctx).summary
     step.apply(ctx)
     assert mariadb.checksums(LIVE) == live

@@ -15,7 +15,7 @@ from engine.errors import StepError
 NOW = datetime(2025, 11, 26, 6, 45, 0, tzinfo=UTC)
 
 
-def _ctx(tmp_path: Path, input_file: Path | None = None) -> Context:
+def _ctx(tmp_path: Path, input_file: Path | None = None, pending: bool = False) -> Context:
     return Context(
         policy_name="test",
         state_dir=tmp_path / "state",
@@ -23,7 +23,8 @@ def _ctx(tmp_path: Path, input_file: Path | None = None) -> Context:
         secret=lambda name: tmp_path / name,
         log=[].append,
         progress={},
-        input_file=input_file,
+        previous_output=input_file,
+        previous_output_pending=pending,
     )
 
 
@@ -71,11 +72,11 @@ def test_copy_under_utc_name_then_already_archived(
     ctx = _ctx(tmp_path, input_file=dump)
     expected = archive_dir / "_goc5dump_25-11-26_06_45_00.sql"
     plan = step.plan(ctx)
-    assert plan.problem is None and not plan.done and plan.after == str(expected)
+    assert plan.problem is None and not plan.done and plan.output == expected
     assert _names(archive_dir) == [], "plan is read-only"
 
     outcome = step.apply(ctx)
-    assert outcome.changed and outcome.after == str(expected)
+    assert outcome.changed and outcome.output == expected
     assert expected.read_bytes() == dump.read_bytes() and dump.exists()
     assert stat.S_IMODE(expected.stat().st_mode) == 0o600
     assert expected.stat().st_mtime_ns == dump.stat().st_mtime_ns
@@ -113,7 +114,7 @@ def test_original_behaviour_keep_1_move(tmp_path: Path, dump: Path, archive_dir:
     outcome = _step({"dir": str(archive_dir), "keep": 1, "mode": "move"}).apply(ctx)
     assert _names(archive_dir) == [_name(NOW, ".dmp")]
     assert not dmp.exists()
-    assert outcome.after == str(archive_dir / _name(NOW, ".dmp"))
+    assert outcome.output == archive_dir / _name(NOW, ".dmp")
     # A re-run after the move (a crash before the journal entry) finds what it recorded.
     rerun = _step({"dir": str(archive_dir), "keep": 1, "mode": "move"}, NOW + timedelta(seconds=3))
     assert rerun.plan(ctx).done
@@ -175,7 +176,22 @@ def test_bad_options_are_step_problems(tmp_path: Path, params: dict, problem: st
 def test_missing_input(tmp_path: Path, archive_dir: Path) -> None:
     step = _step({"dir": str(archive_dir)})
     assert "no previous step's output" in (step.plan(_ctx(tmp_path)).problem or "")
-    ctx = _ctx(tmp_path)
-    ctx.dry_run = True
-    plan = step.plan(ctx)
-    assert plan.problem is None and plan.summary.startswith("would copy the previous step's output")
+    missing = tmp_path / "gone.sql"
+    assert f"{missing} does not exist" in (step.plan(_ctx(tmp_path, missing)).problem or "")
+
+
+def test_planned_input_names_the_archive_it_would_get(tmp_path: Path,
+                                                      archive_dir: Path) -> None:
+    """The previous step only planned the file (a dry-run): no problem, the archive's name."""
+    planned = tmp_path / "work" / "gocdb.sql"
+    _old(archive_dir, 1)
+    plan = _step({"dir": str(archive_dir), "keep": 1}).plan(_ctx(tmp_path, planned, pending=True))
+    expected = archive_dir / _name(NOW)
+    assert plan.problem is None and plan.output == expected
+    assert plan.summary.startswith(f"would copy {planned} → {expected} (checked once it exists)")
+    assert "delete 1 old archive(s)" in plan.summary
+    unnamed = "the file extracted from /w/gocdb.sql.zip"
+    ctx = _ctx(tmp_path, pending=True)
+    ctx.previous_output = unnamed
+    plan = _step({"dir": str(archive_dir)}).plan(ctx)
+    assert plan.problem is None and plan.summary.startswith(f"would copy {unnamed} into")

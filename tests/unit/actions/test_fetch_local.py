@@ -13,7 +13,7 @@ from actions.fetch import Fetch, parse_source
 from engine.errors import StepError
 
 
-def _ctx(tmp_path: Path, work_dir: str | None = None, input_file: str | None = None) -> Context:
+def _ctx(tmp_path: Path, work_dir: str | None = None) -> Context:
     return Context(
         policy_name="test",
         state_dir=tmp_path / "state",
@@ -22,7 +22,6 @@ def _ctx(tmp_path: Path, work_dir: str | None = None, input_file: str | None = N
         log=[].append,
         progress={},
         work_dir=Path(work_dir) if work_dir else None,
-        input_file=Path(input_file) if input_file else None,
     )
 
 
@@ -52,10 +51,11 @@ def test_local_copy_is_private_and_idempotent(dump: Path, tmp_path: Path) -> Non
     step = Fetch({"source": str(dump)})
     plan = step.plan(_ctx(tmp_path, work_dir=str(work)))
     assert plan.problem is None and not plan.done and not work.exists()
+    assert plan.output == work / "gocdb.sql", "the plan names the file it would hand on"
 
     outcome = step.apply(_ctx(tmp_path, work_dir=str(work)))
     final = work / "gocdb.sql"
-    assert outcome.after == str(final) and outcome.changed
+    assert outcome.output == final and outcome.changed
     assert final.read_bytes() == dump.read_bytes()
     assert stat.S_IMODE(final.stat().st_mode) == 0o600
     assert stat.S_IMODE(work.stat().st_mode) == 0o700

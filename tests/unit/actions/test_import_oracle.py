@@ -62,7 +62,7 @@ def script_happy(fake: FakeOracle) -> None:
 def _ctx(site: dict[str, Path], logs: list[str], **extra: object) -> Context:
     return Context(policy_name="oracle", state_dir=site["work"].parent, step_id="job:import.2",
                    secret=lambda name: site["creds"], log=logs.append, progress={},
-                   sleep=lambda seconds: None, input_file=site["dump"], **extra)
+                   sleep=lambda seconds: None, previous_output=site["dump"], **extra)
 
 
 def _step(fake: FakeOracle, site: dict[str, Path], **params: object) -> ImportOracle:

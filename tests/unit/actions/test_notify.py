@@ -45,7 +45,7 @@ def _snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
 
 def test_step_sends_mail_with_headers_and_body(tmp_path: Path, smtp_sink: SmtpSink) -> None:
     ctx = _ctx(tmp_path, _config(smtp_sink))
-    ctx.progress["engine_state"] = "engaging"
+    ctx.engine_state = "engaging"
     step = Notify({"message": "Production failed 3 probes in a row; engaging the failover."})
     outcome = step.apply(ctx)
     assert outcome.changed

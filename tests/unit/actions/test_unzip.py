@@ -24,7 +24,8 @@ DUMP = (
 )
 
 
-def _ctx(tmp_path: Path, work_dir: str | None = None, input_file: str | None = None) -> Context:
+def _ctx(tmp_path: Path, work_dir: str | None = None, input_file: str | None = None,
+         pending: bool = False) -> Context:
     return Context(
         policy_name="test",
         state_dir=tmp_path / "state",
@@ -33,7 +34,8 @@ def _ctx(tmp_path: Path, work_dir: str | None = None, input_file: str | None = N
         log=[].append,
         progress={},
         work_dir=Path(work_dir) if work_dir else None,
-        input_file=Path(input_file) if input_file else None,
+        previous_output=Path(input_file) if input_file else None,
+        previous_output_pending=pending,
     )
 
 
@@ -86,29 +88,31 @@ def test_single_member_extracted_private_and_idempotent(tmp_path: Path, work: Pa
     step = Unzip({})
     ctx = _ctx(tmp_path, work_dir=str(work), input_file=str(archive))
     plan = step.plan(ctx)
-    assert plan.problem is None and not plan.done and plan.after == str(work / "gocdb.sql")
+    assert plan.problem is None and not plan.done and plan.output == work / "gocdb.sql"
     assert _tree(tmp_path) == before, "plan is read-only"
 
     outcome = step.apply(ctx)
     final = work / "gocdb.sql"
-    assert outcome.changed and outcome.after == str(final)
+    assert outcome.changed and outcome.output == final
     assert final.read_bytes() == DUMP
     assert stat.S_IMODE(final.stat().st_mode) == 0o600
     added = set(_tree(tmp_path)) - set(before)
     assert added == {"work/gocdb.sql"}, "only the member, under its base name, in dest_dir"
 
-    assert step.plan(ctx).done
+    assert step.plan(ctx).done and step.plan(ctx).output == final
     again = step.apply(ctx)
     assert not again.changed and again.summary.startswith("already extracted")
+    assert again.output == final
 
 
 def test_not_a_zip_passes_through(tmp_path: Path, work: Path) -> None:
     dump = work / "gocdb.sql"
     dump.write_bytes(DUMP)
     ctx = _ctx(tmp_path, input_file=str(dump))
-    assert Unzip({}).plan(ctx).done
+    plan = Unzip({}).plan(ctx)
+    assert plan.done and plan.output == dump
     outcome = Unzip({}).apply(ctx)
-    assert not outcome.changed and outcome.after == str(dump)
+    assert not outcome.changed and outcome.output == dump
 
 
 def test_damaged_zip_named_zip_refused(tmp_path: Path, work: Path) -> None:
@@ -190,11 +194,30 @@ def test_needs_a_file(tmp_path: Path) -> None:
     assert plan.problem == "unzip: no file given and no previous step's output; set file"
 
 
-def test_dry_run_before_the_file_exists(tmp_path: Path) -> None:
-    ctx = _ctx(tmp_path)
-    ctx.dry_run = True
-    plan = Unzip({}).plan(ctx)
-    assert plan.problem is None and "previous step's output" in plan.summary
+def test_planned_input_is_checked_once_it_exists(tmp_path: Path, work: Path) -> None:
+    """The previous step only planned the zip (a dry-run): no problem yet, and the planned
+    output says what the next step would get."""
+    planned = work / "gocdb.sql.zip"
+    plan = Unzip({}).plan(_ctx(tmp_path, work_dir=str(work), input_file=str(planned),
+                               pending=True))
+    assert plan.problem is None and not plan.done
+    assert f"would extract the single file of {planned} into {work}" in plan.summary
+    assert plan.output == f"the file extracted from {planned}"
+
+
+def test_planned_plain_file_is_handed_on(tmp_path: Path, work: Path) -> None:
+    planned = work / "gocdb.sql"
+    plan = Unzip({}).plan(_ctx(tmp_path, input_file=str(planned), pending=True))
+    assert plan.problem is None and plan.output == planned
+
+
+def test_missing_file_that_no_step_plans_is_a_problem(tmp_path: Path, work: Path) -> None:
+    """Only the previous step's planned output may be missing: another `file` must exist."""
+    ctx = _ctx(tmp_path, input_file=str(work / "planned.zip"), pending=True)
+    plan = Unzip({"file": str(work / "other.zip")}).plan(ctx)
+    assert plan.problem == f"unzip: {work / 'other.zip'} does not exist or is not a regular file"
+    missing = _ctx(tmp_path, input_file=str(work / "gone.zip"))
+    assert Unzip({}).plan(missing).problem, "a real run's missing input is a problem"
 
 
 def test_member_that_would_not_fit_the_disk_refused(

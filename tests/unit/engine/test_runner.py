@@ -143,3 +143,110 @@ def test_stop_between_steps(tmp_path):
     runner.stop.set()
     report = runner.run("engage", [step("a")])
     assert report.interrupted and fake.CALLS["apply"] == []
+
+
+# -- hand-over: outputs, facts and the engine's state ---------------------------------------
+
+def _chain() -> list[Step]:
+    """fetch-like a (output), lock-like b (none), unzip-like c (output), archive-like d."""
+    return [step("a", output="gocdb.sql.zip", facts={"size": 1}), step("b"),
+            step("c", output="gocdb.sql", facts={"size": 2, "data_completed": "T"}), step("d")]
+
+
+def _inputs() -> dict[str, tuple]:
+    """Per step, the last (previous_output, pending) the runner handed it."""
+    return {name: (previous, pending) for name, previous, pending, _state in fake.SEEN}
+
+
+def test_dry_run_chains_planned_outputs_like_a_real_run(tmp_path):
+    runner, _ = make_runner(tmp_path, [])
+    report = runner.run("engage", _chain(), dry_run=True)
+    assert _inputs() == {
+        "a": (None, False),
+        "b": (Path("/out/gocdb.sql.zip.planned"), True),
+        "c": (Path("/out/gocdb.sql.zip.planned"), True),  # b hands on nothing new
+        "d": (Path("/out/gocdb.sql.planned"), True),
+    }
+    assert [r.output for r in report.steps] == [
+        Path("/out/gocdb.sql.zip.planned"), None, Path("/out/gocdb.sql.planned"), None]
+    assert report.facts == {"size": 2, "data_completed": "T"}  # the later step wins
+
+
+def test_dry_run_output_of_a_done_step_is_not_pending(tmp_path):
+    fake.DONE.add("a")
+    runner, _ = make_runner(tmp_path, [])
+    runner.run("engage", _chain(), dry_run=True)
+    assert _inputs()["b"] == (Path("/out/gocdb.sql.zip"), False)
+    assert _inputs()["d"] == (Path("/out/gocdb.sql.planned"), True)
+
+
+def test_real_run_chains_applied_outputs_and_collects_facts(tmp_path):
+    runner, store = make_runner(tmp_path, [])
+    report = runner.run("engage", _chain())
+    assert report.ok
+    assert _inputs() == {"a": (None, False), "b": (Path("/out/gocdb.sql.zip"), False),
+                         "c": (Path("/out/gocdb.sql.zip"), False),
+                         "d": (Path("/out/gocdb.sql"), False)}
+    assert report.facts == {"size": 2, "data_completed": "T"}
+    audit = [json.loads(x) for x in store.audit_path.read_text().splitlines()]
+    assert audit[0]["output"] == "/out/gocdb.sql.zip" and audit[0]["facts"] == {"size": 1}
+    assert "output" not in audit[1] and "facts" not in audit[1]
+
+
+def test_a_failed_step_that_continues_hands_on_nothing(tmp_path):
+    runner, _ = make_runner(tmp_path, [])
+    steps = [step("a", output="x"), step("b", output="y", fail_times=9, on_error="continue"),
+             step("c")]
+    assert runner.run("engage", steps).ok
+    assert _inputs()["c"] == (Path("/out/x"), False)
+
+
+def test_resumed_run_reuses_the_journalled_output_and_facts(tmp_path):
+    record = EngineState(state="engaging")
+    steps = _chain()
+    runner, store = make_runner(tmp_path, steps, record)
+    original = fake.Counting.apply
+
+    def stop_after_b(self, ctx):
+        out = original(self, ctx)
+        if self.name == "b":
+            runner.stop.set()
+        return out
+
+    fake.Counting.apply = stop_after_b
+    try:
+        assert runner.run("engage", steps).interrupted
+    finally:
+        fake.Counting.apply = original
+    saved = store.load()
+    assert saved.run["steps"]["0"]["output"] == "/out/gocdb.sql.zip"
+    assert saved.run["steps"]["0"]["facts"] == {"size": 1}
+    assert "output" not in saved.run["steps"]["1"]
+
+    fake.SEEN.clear()
+    again, _ = make_runner(tmp_path, steps, saved)
+    report = again.run("engage", steps)
+    assert report.ok and [r.status for r in report.steps] == ["skipped", "skipped", "done", "done"]
+    assert _inputs()["c"] == (Path("/out/gocdb.sql.zip"), False)
+    assert report.steps[0].output == Path("/out/gocdb.sql.zip")
+    assert report.facts == {"size": 2, "data_completed": "T"}
+
+
+def test_non_path_outputs_are_journalled_as_values(tmp_path):
+    from engine.runner import _journal_output, _journalled_output
+
+    for value in (Path("/w/f.sql"), "the file extracted from /w/f.zip", {"n": 1}):
+        assert _journalled_output(_journal_output(value)) == value
+    assert _journal_output(None) == {} and _journalled_output({}) is None
+
+
+def test_engine_state_reaches_steps_as_a_context_field_not_the_journal(tmp_path):
+    record = EngineState(state="engaging")
+    runner, store = make_runner(tmp_path, [], record)
+    runner.run("engage", [step("a")])
+    assert [state for *_rest, state in fake.SEEN] == ["engaging", "engaging"]  # plan, apply
+    assert store.load().run["progress"]["0"] == {}
+    fake.SEEN.clear()
+    job_runner, _ = make_runner(tmp_path, [])  # a job: no engine record
+    job_runner.run("job:x", [step("b")])
+    assert {state for *_rest, state in fake.SEEN} == {None}
