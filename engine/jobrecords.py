@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.paths import StatePaths
+from engine.safefile import FileRefused, read_limited
 from engine.state import parse_isotime
 
 
@@ -30,10 +31,12 @@ def read_job_records(state_dir: str | Path) -> dict[str, dict[str, Any]]:
     records: dict[str, dict[str, Any]] = {}
     for path in paths:
         try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:  # removed between glob and read
+            data = json.loads(read_limited(path, "job_record", nofollow=True))
+        except FileRefused as exc:
+            if not exc.missing:  # else: removed between glob and read
+                records[path.stem] = {"unreadable": str(exc)}
             continue
-        except (OSError, ValueError) as exc:
+        except ValueError as exc:
             records[path.stem] = {"unreadable": f"{path}: {exc}"}
             continue
         if not isinstance(data, dict):

@@ -52,10 +52,14 @@ def job_record_path(state_dir: Path, name: str) -> Path:
 
 def read_record(state_dir: Path, name: str) -> dict[str, Any]:
     """The job's record, or {} when it never ran."""
+    from engine.safefile import read_limited
+
     try:
-        return json.loads(job_record_path(state_dir, name).read_text())
-    except (OSError, ValueError):
+        data = json.loads(read_limited(job_record_path(state_dir, name), "job_record",
+                                       nofollow=True))
+    except (FailoverError, ValueError):
         return {}
+    return data if isinstance(data, dict) else {}  # valid JSON of the wrong shape
 
 
 class JobLock:
@@ -67,7 +71,13 @@ class JobLock:
 
     def __enter__(self) -> JobLock:
         ensure_private_dir(self.path.parent)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        from engine.fsutil import state_dir_problem
+
+        problem = state_dir_problem(self.path.parent.parent)  # <state_dir>/jobs/<name>.lock
+        if problem:
+            raise FailoverError(problem)
+        # O_NOFOLLOW: a link planted as the lock would make ftruncate empty its target.
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -95,9 +105,12 @@ def run_job(policy: Policy, name: str, *, force: bool = False) -> JobResult:
     job = policy.jobs[name]
     if job.pause_file is not None and job.pause_file.exists():
         try:
-            why = job.pause_file.read_text(errors="replace").strip() or "(empty)"
-        except OSError as exc:
-            why = f"(unreadable: {exc.strerror})"
+            from engine.safefile import read_limited
+
+            why = read_limited(job.pause_file, "pause_reason").decode(
+                "utf-8", errors="replace").strip() or "(empty)"
+        except FailoverError as exc:  # a FIFO, a device, a huge file: say so, do not read it
+            why = f"(unreadable: {exc})"
         return _end(policy, job, JobResult(False, f"paused by {job.pause_file}: {why}"), 0.0)
     state = StateStore(policy.state_dir).load().state
     if state in BUSY_STATES and not (force or job.allow_when_engaged):

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import FailoverError, LockHeld
-from engine.fsutil import atomic_write, ensure_private_dir
+from engine.fsutil import atomic_write, ensure_private_dir, state_dir_problem
 from engine.paths import StatePaths
 from engine.states import State, parse_state
 
@@ -92,7 +92,56 @@ class EngineState:
         fields = {k: v for k, v in data.items() if k in known}
         if "state" in fields:
             fields["state"] = parse_state(fields["state"])
+        problem = _shape_problem(fields)
+        if problem:
+            raise ValueError(problem)
         return cls(**fields)
+
+
+# Timestamps the engine later parses: a value that is not one must be refused on load.
+_TIME_FIELDS = ("since", "last_cycle", "hold_down_until", "last_reminder", "down_since",
+                "disarmed_since")
+_SHAPES: dict[str, tuple[str, Any]] = {
+    "int": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "bool": ("true or false", lambda v: isinstance(v, bool)),
+    "str": ("a string", lambda v: isinstance(v, str)),
+    "str | None": ("a string or null", lambda v: v is None or isinstance(v, str)),
+    "list[bool]": ("a list of true/false",
+                   lambda v: isinstance(v, list) and all(isinstance(x, bool) for x in v)),
+    "dict[str, dict[str, Any]]": ("an object of objects", lambda v: isinstance(v, dict)
+                                  and all(isinstance(x, dict) for x in v.values())),
+    "dict[str, Any] | None": ("an object or null", lambda v: v is None or isinstance(v, dict)),
+    "dict[str, int]": ("an object of integers", lambda v: isinstance(v, dict) and all(
+        isinstance(x, int) and not isinstance(x, bool) for x in v.values())),
+}
+
+
+def _shape_problem(fields: dict[str, Any]) -> str | None:
+    """Why values of a state file's keys have the wrong shape (valid JSON, wrong types), or
+    None: such a file must be one clear error on load, not an internal error later."""
+    types = {f.name: str(f.type) for f in dataclasses.fields(EngineState)}
+    for name, value in fields.items():
+        if name == "state":
+            continue
+        shape = _SHAPES.get(types[name])
+        if shape is not None and not shape[1](value):
+            return f"key {name!r} holds {type(value).__name__} {_short(value)}, not {shape[0]}"
+        if name in _TIME_FIELDS and isinstance(value, str):
+            try:
+                datetime.fromisoformat(value)
+            except ValueError:
+                return f"key {name!r} holds {_short(value)}, not an ISO 8601 time"
+    run = fields.get("run")
+    if isinstance(run, dict) and not (isinstance(run.get("phase"), str)
+                                      and isinstance(run.get("steps", {}), dict)
+                                      and isinstance(run.get("progress", {}), dict)):
+        return "key 'run' (the journal) lacks a phase, or its steps/progress are not objects"
+    return None
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 # The role `failover-engine run` takes the engine lock with: the monitor that picks up
@@ -139,6 +188,23 @@ class LockHolder:
         return cls(None, None, None, text or "unknown")
 
 
+REPAIR_HINT = ("run `failover-engine repair-state` to rebuild it from the evidence "
+               "(never move it aside: a missing state reads as not engaged)")
+
+
+def _open_nofollow(path: Path, flags: int) -> int:
+    """Open a file of the state directory, refusing a symbolic link planted in its place
+    (it would make the engine truncate or write the file it points at)."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise FailoverError(f"{path} is a symbolic link; refusing to follow it "
+                                "(remove it: nothing in the state directory may be a link)") \
+                from None
+        raise
+
+
 class StateStore:
     """Loads and saves the state file of one policy and holds its engine lock."""
 
@@ -158,21 +224,37 @@ class StateStore:
                 f"{self.state_dir}: cannot create the state directory ({exc.strerror}); "
                 "create it or set state_dir / --state-dir"
             ) from None
+        problem = state_dir_problem(self.state_dir)
+        if problem:
+            raise FailoverError(problem)
 
     def load(self) -> EngineState:
-        """The saved state, or a fresh one (watching) when there is none yet."""
+        """The saved state, or a fresh one (watching) when there is none yet.
+
+        Read through engine/safefile.py: a regular file, no symbolic link, at most 16 MiB.
+        A damaged file or one of the wrong shape is one line pointing at `repair-state`,
+        never the advice to move it aside (a missing state would read as "watching").
+        """
+        from engine.safefile import FileRefused, read_limited
+
+        problem = state_dir_problem(self.state_dir)
+        if problem:
+            raise FailoverError(problem)
         try:
-            text = self.path.read_text()
-        except FileNotFoundError:
-            return EngineState()
-        except OSError as exc:
+            text = read_limited(self.path, "state", nofollow=True).decode("utf-8")
+        except FileRefused as exc:
+            if exc.missing:
+                return EngineState()
+            raise FailoverError(f"{exc}; {REPAIR_HINT}") from None
+        except UnicodeDecodeError:
             raise FailoverError(
-                f"{self.path}: cannot read the state file ({exc.strerror})") from None
+                f"{self.path}: the state file is damaged (not UTF-8 text); {REPAIR_HINT}"
+            ) from None
         try:
             return EngineState.from_json(text)
         except (ValueError, TypeError) as exc:
             raise FailoverError(
-                f"{self.path}: the state file is damaged ({exc}); move it aside to start fresh"
+                f"{self.path}: the state file is damaged ({exc}); {REPAIR_HINT}"
             ) from None
 
     def save(self, state: EngineState, *, durable: bool = True) -> None:
@@ -195,7 +277,7 @@ class StateStore:
     def hold(self, role: str) -> Iterator[None]:
         """Be the one engine for this policy while the block runs, or raise LockHeld."""
         self.ensure_dir()
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = _open_nofollow(self.lock_path, os.O_RDWR | os.O_CREAT)
         try:
             if self.file_mode() != 0o600:
                 with contextlib.suppress(OSError):  # not our file: leave its mode alone
@@ -225,7 +307,7 @@ class StateStore:
     def lock_holder(self) -> LockHolder | None:
         """Who holds the engine lock right now, as a record, or None when it is free."""
         try:
-            fd = os.open(self.lock_path, os.O_RDONLY)
+            fd = _open_nofollow(self.lock_path, os.O_RDONLY)
         except FileNotFoundError:
             return None
         try:
