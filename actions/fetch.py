@@ -35,6 +35,7 @@ work dir (`ctx.work_dir`, set by the runner for job steps).
 """
 from __future__ import annotations
 
+import binascii
 import contextlib
 import errno
 import hashlib
@@ -53,6 +54,7 @@ import paramiko
 from actions.base import Context, Outcome, Plan
 from engine.errors import StepError
 from engine.fsutil import ensure_private_dir, fsync_dir, private_temp
+from engine.safefile import FileRefused, read_limited
 from engine.secrets import require_secret_file
 
 _REMOTE = re.compile(r"^(?P<user>[^@/\s]+)@(?P<host>[^/:\s]+):(?P<path>.+)$")
@@ -97,6 +99,31 @@ def read_sidecar(text: str, where: str) -> str:
     if not _SHA256.match(token):
         raise StepError(f"fetch: {where} does not start with a SHA-256 hex digest")
     return token.lower()
+
+
+def load_known_hosts(path: Path, keys: paramiko.HostKeys) -> paramiko.HostKeys:
+    """Add the host keys of the OpenSSH known_hosts file at `path` to `keys`.
+
+    The file is read here, not by paramiko's `load`: only a regular file of at most 4 MiB
+    (engine/safefile.py), so `known_hosts: /dev/zero` or a FIFO is one clear error instead
+    of a process that grows until the kernel kills it, or that blocks forever.
+    """
+    try:
+        text = read_limited(path, "known_hosts").decode("utf-8", errors="replace")
+    except FileRefused as exc:
+        raise StepError(f"fetch: {exc}") from None
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            entry = paramiko.hostkeys.HostKeyEntry.from_line(line, number)
+        except (paramiko.SSHException, ValueError, binascii.Error):
+            continue  # as ssh and paramiko's own loader do: a line they cannot parse is skipped
+        if entry is not None and entry.key is not None:
+            for name in entry.hostnames:
+                keys.add(name, entry.key.get_name(), entry.key)
+    return keys
 
 
 def file_sha256(path: Path) -> str:
@@ -221,9 +248,9 @@ class Fetch:
         except StepError as exc:
             problems.append(str(exc))
         try:
-            paramiko.HostKeys(str(self.known_hosts))
-        except OSError as exc:
-            problems.append(f"fetch: known_hosts {self.known_hosts} cannot be read: {exc.strerror}")
+            load_known_hosts(self.known_hosts, paramiko.HostKeys())
+        except StepError as exc:
+            problems.append(str(exc))
         return problems
 
     # -- where and what ---------------------------------------------------------------
@@ -271,12 +298,15 @@ class Fetch:
         if self.sha256:
             sidecar = Path(f"{self.source}.sha256")
             try:
-                digest = read_sidecar(sidecar.read_text(errors="replace"), str(sidecar))
-            except FileNotFoundError:
-                raise StepError(
-                    f"fetch: sha256 is on but {sidecar} does not exist; "
-                    f"write it or set sha256: false"
-                ) from None
+                raw = read_limited(sidecar, "checksum").decode("utf-8", errors="replace")
+            except FileRefused as exc:
+                if exc.missing:
+                    raise StepError(
+                        f"fetch: sha256 is on but {sidecar} does not exist; "
+                        f"write it or set sha256: false"
+                    ) from None
+                raise StepError(f"fetch: {exc}") from None
+            digest = read_sidecar(raw, str(sidecar))
         return SourceInfo(st.st_size, st.st_mtime, digest)
 
     def _copy_local(self, ctx: Context, source: Path, info: SourceInfo, dest: Path) -> None:
@@ -297,12 +327,7 @@ class Fetch:
         check_private_key_file(self.identity)
         key = _load_key(self.identity)
         client = paramiko.SSHClient()
-        try:
-            client.get_host_keys().load(str(self.known_hosts))
-        except OSError as exc:
-            raise StepError(
-                f"fetch: known_hosts {self.known_hosts} cannot be read: {exc.strerror}"
-            ) from None
+        load_known_hosts(self.known_hosts, client.get_host_keys())
         client.set_missing_host_key_policy(_RefuseUnknownHost())
         timeout = min(_CONNECT_TIMEOUT, ctx.remaining(_CONNECT_TIMEOUT))
         try:

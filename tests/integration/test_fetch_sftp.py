@@ -226,7 +226,27 @@ def test_host_problems(sshd_server: SshServer, remote_dump: Path, tmp_path: Path
         identity=str(loose), known_hosts=str(tmp_path / "none"),
     ).host_problems(ctx)
     assert len(problems) == 2
-    assert "mode 0604 lets group or others" in problems[0] and "cannot be read" in problems[1]
+    assert "mode 0604 lets group or others" in problems[0]
+    assert problems[1] == f"fetch: known_hosts file {tmp_path / 'none'} does not exist"
+
+
+@pytest.mark.parametrize("hostile", ["/dev/zero", "fifo", "dir"])
+def test_known_hosts_that_is_not_a_regular_file_is_one_clear_error(
+        sshd_server: SshServer, remote_dump: Path, tmp_path: Path, hostile: str) -> None:
+    """Issue 10 case 5: `known_hosts: /dev/zero` grew the process to 22 GB, a FIFO blocked
+    forever. Now both are refused at once, before any connection."""
+    path = Path(hostile)
+    if hostile == "fifo":
+        path = tmp_path / "fifo"
+        os.mkfifo(path)
+    elif hostile == "dir":
+        path = tmp_path
+    step = _step(sshd_server, remote_dump, tmp_path / "w", known_hosts=str(path))
+    (problem,) = step.host_problems(_ctx(tmp_path, []))
+    assert problem.startswith(f"fetch: known_hosts file {path} is ")
+    assert "not a regular file" in problem
+    with pytest.raises(StepError, match="not a regular file"):
+        step.apply(_ctx(tmp_path, []))
 
 
 def test_zipped_dump_fetched_unzipped_archived(
