@@ -48,6 +48,7 @@ import errno
 import filecmp
 import os
 import shutil
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -110,6 +111,8 @@ class Archive:
     def plan(self, ctx: Context) -> Plan:
         if self.config_problem:
             return Plan("archive", problem=self.config_problem)
+        if problem := self._dir_problem():
+            return Plan("archive", problem=problem)
         archives = self._archives()
         before = [a.name for a in archives]
         wanted = ctx.input_path(self.file)
@@ -152,6 +155,8 @@ class Archive:
     def apply(self, ctx: Context) -> Outcome:
         if self.config_problem:
             raise StepError(self.config_problem)
+        if problem := self._dir_problem():
+            raise StepError(problem)
         ensure_private_dir(self.dir)
         for leftover in self.dir.glob(f"{_TEMP_PREFIX}*.part"):
             with contextlib.suppress(FileNotFoundError):
@@ -297,14 +302,51 @@ class Archive:
                     doomed[archived.path] = archived
         return sorted(doomed.values(), key=lambda a: a.name)
 
+    def _dir_problem(self) -> str | None:
+        """Why the archive directory must not be used: a symbolic link (pruning through it
+        would delete files in a directory this step never wrote to), or not a directory."""
+        try:
+            info = os.lstat(self.dir)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            return f"archive: dir {self.dir} cannot be examined: {exc.strerror}"
+        if stat.S_ISLNK(info.st_mode):
+            return (f"archive: dir {self.dir} is a symbolic link; set dir to the real "
+                    "directory (old archives are deleted only in a real directory)")
+        if not stat.S_ISDIR(info.st_mode):
+            return f"archive: dir {self.dir} exists and is not a directory"
+        return None
+
     def _prune(self, archives: list[Archived], just_archived: Path) -> list[Archived]:
+        """Delete the archives `_to_prune` names: only regular files whose name fits the
+        pattern, through a descriptor of the real directory (O_NOFOLLOW), so a directory
+        swapped for a link meanwhile cannot redirect a deletion."""
         doomed = self._to_prune(archives, just_archived)
-        for archived in doomed:
-            with contextlib.suppress(FileNotFoundError):
-                archived.path.unlink()
-        if doomed:
-            fsync_dir(self.dir)
-        return doomed
+        if not doomed:
+            return doomed
+        try:
+            dir_fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError as exc:
+            raise StepError(f"archive: dir {self.dir} cannot be opened to prune old archives "
+                            f"({exc.strerror}); is it a symbolic link?") from None
+        deleted = []
+        try:
+            for archived in doomed:
+                if archived.path.parent != self.dir or self._time_of(archived.path) is None:
+                    continue  # never anything but this step's own archives
+                try:
+                    info = os.stat(archived.name, dir_fd=dir_fd, follow_symlinks=False)
+                    if not stat.S_ISREG(info.st_mode):
+                        continue
+                    os.unlink(archived.name, dir_fd=dir_fd)
+                except FileNotFoundError:
+                    continue
+                deleted.append(archived)
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        return deleted
 
     def _summary(self, action: str, pruned: list[Archived], done: bool = False) -> str:
         if not pruned:

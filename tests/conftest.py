@@ -55,6 +55,11 @@ def _audit(event: str, args: tuple) -> None:
         target = path if writing else None
     elif event in {"os.remove", "os.rmdir", "os.mkdir", "os.chmod", "os.chown"}:
         target = args[0]
+        dir_fd = args[-1]  # each of these events ends with dir_fd
+        if (isinstance(target, str | bytes) and isinstance(dir_fd, int) and dir_fd >= 0
+                and not os.path.isabs(os.fsdecode(target))):
+            # relative to a directory descriptor (e.g. archive's pruning): judge the real path
+            target = os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), os.fsdecode(target))
     elif event in {"os.rename", "os.symlink", "shutil.move", "shutil.copyfile"}:
         target = args[1]
     if target is not None and _outside_allowed(target):

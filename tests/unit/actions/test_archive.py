@@ -195,3 +195,37 @@ def test_planned_input_names_the_archive_it_would_get(tmp_path: Path,
     ctx.previous_output = unnamed
     plan = _step({"dir": str(archive_dir)}).plan(ctx)
     assert plan.problem is None and plan.summary.startswith(f"would copy {unnamed} into")
+
+
+def test_a_symlinked_archive_dir_is_refused_and_nothing_deleted(
+    tmp_path: Path, dump: Path, archive_dir: Path
+) -> None:
+    """Issue 10 case 6: `keep:` deleted 2 files it had not created through a symlinked
+    archive dir. Now the step refuses the link before it copies or deletes anything."""
+    old = [_old(archive_dir, d) for d in (1, 2, 3)]
+    link = tmp_path / "linked-archive"
+    link.symlink_to(archive_dir)
+    step = _step({"dir": str(link), "keep": 1})
+    plan = step.plan(_ctx(tmp_path, dump))
+    assert plan.problem is not None and "is a symbolic link" in plan.problem
+    with pytest.raises(StepError, match="is a symbolic link; set dir to the real directory"):
+        step.apply(_ctx(tmp_path, dump))
+    assert _names(archive_dir) == sorted(p.name for p in old)
+
+
+def test_pruning_skips_links_and_foreign_names(
+    tmp_path: Path, dump: Path, archive_dir: Path
+) -> None:
+    """Only regular files whose name fits the pattern are deleted: a link with an archive's
+    name (planted to point elsewhere) and files of other names stay."""
+    elsewhere = tmp_path / "precious.sql"
+    elsewhere.write_text("keep me\n")
+    planted = archive_dir / _name(NOW - timedelta(days=9))
+    planted.symlink_to(elsewhere)
+    (archive_dir / "notes.txt").write_text("mine\n")
+    old = _old(archive_dir, 4)
+    step = _step({"dir": str(archive_dir), "keep": 1})
+    step.apply(_ctx(tmp_path, dump))
+    assert not old.exists()
+    assert planted.is_symlink() and elsewhere.read_text() == "keep me\n"
+    assert (archive_dir / "notes.txt").exists()
