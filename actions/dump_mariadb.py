@@ -44,7 +44,7 @@ from actions.mysql_options import check_mode, env_without_secrets
 from engine.errors import StepError
 from engine.fsutil import fsync_dir
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_$]{1,64}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9_$]{1,64}\Z")
 CLIENTS = ("mariadb-dump", "mysqldump")
 # Client exit statuses that mean "try again later" (connection problems), per mysqldump.
 TRANSIENT_EXIT = {2}

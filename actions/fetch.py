@@ -57,8 +57,8 @@ from engine.fsutil import ensure_private_dir, fsync_dir, private_temp
 from engine.safefile import FileRefused, read_limited
 from engine.secrets import require_secret_file
 
-_REMOTE = re.compile(r"^(?P<user>[^@/\s]+)@(?P<host>[^/:\s]+):(?P<path>.+)$")
-_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+_REMOTE = re.compile(r"^(?P<user>[^@/\s]+)@(?P<host>[^/:\s]+):(?P<path>.+)\Z")
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}\Z")
 _CHUNK = 1024 * 1024
 # Connecting must fail fast even under a long step timeout: the runner retries.
 _CONNECT_TIMEOUT = 30.0

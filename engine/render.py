@@ -41,7 +41,7 @@ START_LIMIT_BURST = 5
 START_LIMIT_INTERVAL = "15min"  # > START_LIMIT_BURST × RESTART_SEC, so the limit can trip
 TIMEOUT_STOP_SEC = "60s"
 
-_CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,-]+$")
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,-]+\Z")
 _CRON_NICKNAMES = frozenset(
     {"@reboot", "@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
 )

@@ -46,7 +46,7 @@ from engine.state import isotime
 
 MANIFEST = "installed.json"
 MANIFEST_VERSION = 1
-_USER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
+_USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\Z")  # \Z: no trailing newline
 _CHECKOUT_BIN = Path(__file__).resolve().parents[2] / "bin" / "failover-engine"
 
 
