@@ -177,8 +177,9 @@ class HttpProbe:
         wanted = params.get("expect_status")
         self.expect_status: int | None = (
             int(wanted) if wanted is not None else None if guard else 200)
-        self.guard = guard
         self.expect_body: str | None = params.get("expect_body")
+        # A guard the policy asks nothing specific of: reached is enough.
+        self.reachability = guard and self.expect_status is None and self.expect_body is None
         self.client_cert: str | None = params.get("client_cert")
         self.client_key: str | None = params.get("client_key")
         self.ca_file: str | None = params.get("ca_file")
@@ -306,7 +307,7 @@ class HttpProbe:
                 except (ssl.SSLError, OSError) as exc:
                     return False, _tls_error(exc, client_cert=bool(self.client_cert))
             ok, detail = self._request(sock, deadline)
-            if not ok and self.tls and self.expect_status is None:
+            if not ok and self.tls and self.reachability:
                 # The handshake completed: the network works, which is all a guard asks.
                 return True, f"TLS handshake completed (then {detail})"
             return ok, detail
@@ -340,9 +341,9 @@ class HttpProbe:
         finally:
             conn.close()
         status = f"HTTP {response.status}"
-        if self.expect_status is None:
+        if self.reachability:
             return True, f"{status} (reachable)"
-        if response.status != self.expect_status:
+        if self.expect_status is not None and response.status != self.expect_status:
             return False, f"{status} (expected {self.expect_status})"
         if self.expect_body is not None and self.expect_body not in body.decode("utf-8", "replace"):
             return False, f"{status} but the body does not contain {self.expect_body!r}"

@@ -229,11 +229,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--job", metavar="NAME", help="job whose status log to read")
     c.add_argument("--data-age", action="store_true",
                    help="judge the age of the data (the dump's own completion time)")
-    checks.add_parser("engine", nagios=True,
-                      help="is the monitor cycling, and is the engine healthy?",
-                      description="CRITICAL when the monitor does not cycle or the engine is "
-                      "aborted; WARNING when engaged, paused, disarmed (every guard failing, or "
-                      "the target's probe cannot run) or a client certificate expires soon.")
+    c = checks.add_parser("engine", nagios=True,
+                          help="is the monitor cycling, and is the engine healthy?",
+                          description="CRITICAL when the monitor does not cycle or the engine "
+                          "is aborted; WARNING when engaged, paused, disarmed (every guard "
+                          "failing, or the target's probe cannot run) or a client certificate "
+                          "expires soon; UNKNOWN when the state cannot be read.")
+    c.add_argument("--cert-warning", metavar="D", default="14d",
+                   help="WARNING when a probe's client certificate expires within D "
+                   "(default 14d)")
 
     p = sub.add_parser("install", help="write the systemd unit, the cron file and logrotate",
                        description="Write the monitor's systemd unit, the jobs' cron file and "

@@ -11,6 +11,7 @@ import logging
 import threading
 from datetime import timedelta
 
+from engine.durations import format_duration
 from engine.errors import FailoverError
 from engine.logs import event
 from engine.machine import Lifecycle, Trigger
@@ -18,7 +19,7 @@ from engine.paths import StatePaths
 from engine.policy import Policy
 from engine.runner import Runner, RunReport
 from engine.state import EngineState, StateStore, isotime, parse_isotime, utcnow
-from engine.states import State
+from engine.states import ARMED, State
 
 log = logging.getLogger("failover_engine.engine")
 
@@ -70,6 +71,16 @@ class Engine:
                  State.RESTORING: self.policy.restore}.get(dest)
         return steps is not None and bool(steps) and steps[0].kind == "notify"
 
+    def _count_line(self) -> str:
+        """The failure count as status shows it: `N/T` while armed, once engaged (the count
+        stopped at the threshold) how long production has been down."""
+        threshold = self.policy.monitor.failures_to_engage
+        since = parse_isotime(self.record.down_since)
+        if self.record.state in ARMED or since is None:
+            return f"Failures in a row: {self.record.failures}/{threshold}"
+        lasted = format_duration(max(0.0, (utcnow() - since).total_seconds()))
+        return f"Production down for: {lasted} (since {self.record.down_since})"
+
     def mail(self, subject_state: str, text: str) -> None:
         """Mail the admins (if the policy has a notify block); failures are spooled, not raised."""
         if not self.send_mail or not self.policy.notify:
@@ -80,7 +91,7 @@ class Engine:
         body = "\n".join([
             f"Policy: {self.policy.name}",
             f"State: {self.record.state} (since {self.record.since})",
-            f"Failures in a row: {self.record.failures}/{self.policy.monitor.failures_to_engage}",
+            self._count_line(),
             f"Time: {isotime()}",
             "",
             text,
@@ -145,7 +156,12 @@ class Engine:
                       for r in report.steps],
         }
         self.record.run = None
-        self._reset_counts()
+        if report.failed is None and success_trigger is Trigger.ENGAGED:
+            # The outage goes on: the count stays where it stopped (at most the threshold)
+            # so the mails, status and the log agree. Restore, abort and reset clear it.
+            self._reset_counts(keep_failures=True)
+        else:
+            self._reset_counts()
         if report.failed is not None:
             failed = report.failed
             self.record.aborted_reason = (
@@ -164,8 +180,19 @@ class Engine:
         return report
 
     def reset(self) -> State:
-        """Leave `aborted` once the cause is fixed; returns the new state."""
-        self.lifecycle.fire(Trigger.RESET)
+        """Leave `aborted` once the cause is fixed, with the failure count cleared (a reset
+        while production is still down starts counting again from the next failed probe,
+        rather than engaging at once); returns the new state."""
+        record = self.record
+        before = (record.failures, record.successes, list(record.window),
+                  record.production_back)
+        self._reset_counts()  # first, so the transition's mail shows the cleared count
+        try:
+            self.lifecycle.fire(Trigger.RESET)
+        except Exception:
+            (record.failures, record.successes, record.window,
+             record.production_back) = before  # refused: nothing changes
+            raise
         self.record.aborted_reason = None
         self.save()
         return self.record.state
@@ -186,8 +213,9 @@ class Engine:
         until = parse_isotime(self.record.hold_down_until)
         return until is not None and utcnow() < until
 
-    def _reset_counts(self) -> None:
-        self.record.failures = 0
+    def _reset_counts(self, *, keep_failures: bool = False) -> None:
+        threshold = self.policy.monitor.failures_to_engage
+        self.record.failures = min(self.record.failures, threshold) if keep_failures else 0
         self.record.successes = 0
         self.record.window = []
         self.record.production_back = False

@@ -13,7 +13,13 @@ a file). Families, all labelled with `policy`:
     failover_engine_job_last_success_timestamp_seconds{job}
     failover_engine_job_data_age_seconds{job}         now - the job's data_completed time
     failover_engine_job_last_run_ok{job}              1/0, the job's latest run
-    failover_engine_engages_total / _restores_total   counters kept in the state file
+    failover_engine_engages_total / _restores_total   engages / restores completed (counters
+                                                      kept in the state file)
+    failover_engine_disarmed                          1 while the failover could not engage
+                                                      (engine/arming.py), else 0
+    failover_engine_guards_failed_cycles              cycles in a row every guard failed
+    failover_engine_client_cert_expiry_timestamp_seconds{probe}  the client cert's notAfter
+    failover_engine_client_cert_days_left{probe}      days until it expires (negative after)
     failover_engine_hold_down_active                  1 while automatic engage is held down
     failover_engine_aborted                           1 while the engine waits for `reset`
     failover_engine_last_cycle_timestamp_seconds      end of the last completed cycle
@@ -29,6 +35,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from engine.arming import certificate_days_left
 from engine.fsutil import atomic_write
 from engine.jobrecords import data_age, read_job_records, record_time
 from engine.paths import StatePaths
@@ -148,10 +155,27 @@ def render_metrics(policy: Policy, state: EngineState, jobs: dict[str, dict[str,
         if isinstance(record.get("ok"), bool):
             last_ok.samples.append((labels, 1.0 if record["ok"] else 0.0))
 
-    single("engages_total", "counter", "Engages started since the state file was created.",
+    single("engages_total", "counter",
+           "Engages completed (the failover reached engaged) since the state file was created.",
            float(state.counts.get("engages", 0)))
-    single("restores_total", "counter", "Restores started since the state file was created.",
+    single("restores_total", "counter",
+           "Restores completed (production re-armed) since the state file was created.",
            float(state.counts.get("restores", 0)))
+    single("disarmed", "gauge", "1 while the failover could not engage: every guard failing, "
+           "or the target's probe cannot run (see status).", 1.0 if state.disarmed else 0.0)
+    single("guards_failed_cycles", "gauge", "Monitor cycles in a row in which every guard failed.",
+           float(state.guards_failed))
+    expiry = family("client_cert_expiry_timestamp_seconds", "gauge",
+                    "Unix time the probe's client certificate expires (notAfter).")
+    days_left = family("client_cert_days_left", "gauge",
+                       "Days until the probe's client certificate expires (negative: expired).")
+    for probe, result in sorted(state.last_probes.items()):
+        days = certificate_days_left(result, now) if isinstance(result, dict) else None
+        if days is None:
+            continue
+        labels = {**base, "probe": probe}
+        expiry.samples.append((labels, now.timestamp() + days * 86400.0))
+        days_left.samples.append((labels, round(days, 3)))
     until = _timestamp(state.hold_down_until)
     single("hold_down_active", "gauge",
            "1 while automatic engage is blocked after a restore (monitor.hold_down).",

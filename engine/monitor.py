@@ -28,7 +28,8 @@ from datetime import timedelta
 
 from actions import registry
 from actions.base import ProbeResult
-from engine.durations import parse_duration
+from engine.arming import disarm_reason, guard_streak
+from engine.durations import format_duration, parse_duration
 from engine.errors import FailoverError
 from engine.failover import Engine
 from engine.logs import event
@@ -88,8 +89,10 @@ class Monitor:
         return StatePaths(self.policy.state_dir)
 
     def _build_probes(self) -> None:
+        # Guards are reachability checks (actions/probes.py): any answer will do.
+        guards = set(self.policy.monitor.guards)
         self._probes = {
-            name: registry.probe_class(spec.kind)(spec.params)
+            name: registry.probe_class(spec.kind)(spec.params, guard=name in guards)
             for name, spec in self.policy.probes.items()
         }
 
@@ -105,9 +108,11 @@ class Monitor:
         now = isotime()
         for name, result in results.items():
             record.last_probes[name] = {"ok": result.ok, "detail": result.detail,
-                                        "latency": round(result.latency, 4), "at": now}
+                                        "latency": round(result.latency, 4), "at": now,
+                                        **self._certificate(name)}
         target = results[monitor.target]
         verdict = classify(target.ok, [results[g].ok for g in monitor.guards])
+        self._arming(results)
         tally = Tally(monitor.failures_to_engage,
                       monitor.window[0] if monitor.window else None,
                       monitor.window[1] if monitor.window else None,
@@ -115,6 +120,14 @@ class Monitor:
         tally.record(verdict)
         record.failures, record.successes, record.window = (
             tally.failures, tally.successes, tally.window)
+        if record.state not in ARMED:
+            # Engaged (or busy, or paused) the threshold has been met or does not apply:
+            # the count stops there and "down for" tells the rest.
+            record.failures = min(record.failures, monitor.failures_to_engage)
+        if verdict is Cycle.OK:
+            record.down_since = None
+        elif verdict is Cycle.FAILED and record.down_since is None:
+            record.down_since = now
         record.cycles += 1
         line = self._outcome_line(verdict, target, results)
         record.last_outcome = line
@@ -123,6 +136,47 @@ class Monitor:
         self.engine.save(durable=False)  # transitions and runs already saved durably
         self._write_metrics()
         return line
+
+    def _certificate(self, name: str) -> dict[str, str]:
+        """`cert_not_after` of the probe's client certificate, for status, metrics and the
+        expiry warning of `check engine` (nothing without one or when it cannot be read)."""
+        probe = self._probes[name]
+        try:
+            not_after = probe.certificate_not_after()  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - cannot_run() reports an unreadable certificate
+            return {}
+        return {"cert_not_after": isotime(not_after)} if not_after is not None else {}
+
+    def _arming(self, results: dict[str, ProbeResult]) -> None:
+        """Can the failover still engage? Record why not, warn and mail when that changes."""
+        monitor, record = self.policy.monitor, self.engine.record
+        record.guards_failed = guard_streak(record.guards_failed,
+                                            [results[g].ok for g in monitor.guards])
+        try:
+            problem = self._probes[monitor.target].cannot_run()  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - a probe bug must not stop the cycle
+            problem = f"probe error: {type(exc).__name__}: {exc}"
+        reason = disarm_reason(monitor.target, problem, monitor.guards, record.guards_failed)
+        if reason == record.disarmed:
+            return
+        before = record.disarmed
+        record.disarmed = reason
+        if reason is None:
+            record.disarmed_since = None
+            event(log, "engine.rearmed", f"the failover is armed again (was disarmed: {before})")
+            self.engine.mail("armed again", "the failover is armed again; it was disarmed: "
+                             f"{before}")
+            return
+        if before is None:
+            record.disarmed_since = isotime()
+            event(log, "engine.disarmed", f"the failover is disarmed: {reason}",
+                  level=logging.WARNING, reason=reason)
+            self.engine.mail("DISARMED", f"the failover is disarmed and could not engage: "
+                             f"{reason}")
+        else:  # still disarmed, for another reason: log it, but one mail is enough
+            event(log, "engine.disarmed", f"the failover is still disarmed: {reason}",
+                  level=logging.WARNING, reason=reason)
+        self.engine.save()
 
     def _check(self, name: str) -> ProbeResult:
         try:
@@ -136,6 +190,8 @@ class Monitor:
         record = self.engine.record
         if verdict is Cycle.OK:
             head = f"probe {monitor.target} ok ({target.latency * 1000:.0f}ms)"
+        elif verdict is Cycle.FAILED and record.state not in ARMED:
+            head = f"probe {monitor.target} failed ({self._down_for()}): {target.detail}"
         elif verdict is Cycle.FAILED:
             head = (f"probe {monitor.target} failed ({record.failures}/"
                     f"{monitor.failures_to_engage}): {target.detail}")
@@ -146,11 +202,17 @@ class Monitor:
                   for g in monitor.guards]
         return "; ".join([head, *guards])
 
+    def _down_for(self) -> str:
+        since = parse_isotime(self.engine.record.down_since)
+        if since is None:
+            return "down"
+        return f"down for {format_duration(max(0.0, (utcnow() - since).total_seconds()))}"
+
     def _advance(self, verdict: Cycle, tally: Tally, line: str) -> None:
         engine, record = self.engine, self.engine.record
         state = record.state
         if state in ARMED:
-            if verdict is Cycle.FAILED:
+            if verdict is Cycle.FAILED and state == State.WATCHING:  # suspect stays suspect
                 engine.lifecycle.fire(Trigger.PROBE_FAILED)
             elif verdict is Cycle.OK and state == State.SUSPECT:
                 engine.lifecycle.fire(Trigger.PROBE_OK)

@@ -127,7 +127,9 @@ def load_policy(path: str | Path, *, state_dir: str | Path | None = None) -> Pol
     path = Path(path)
     source = read_yaml(path)
     if not isinstance(source.data, dict):
-        kind = "a list" if isinstance(source.data, list) else f"a single value ({source.data!r})"
+        # Never quote the value: a file that is not a policy (--policy /etc/shadow) must not
+        # have its content echoed into an error message or a log.
+        kind = "a list" if isinstance(source.data, list) else "a single value"
         line, col = source.position(())
         raise PolicyError(
             [f"{path}:{line}:{col}: the top level must be a mapping (version: 1, name: …, "

@@ -117,6 +117,14 @@ def read_yaml(path: str | Path) -> Source:
             [f"{path}: the file holds no YAML document (only comments or blank lines); "
              "a policy is a mapping starting with `version: 1`"]
         )
+    if isinstance(root, MappingNode) and not any(
+            isinstance(key, ScalarNode) and key.value == "version" for key, _ in root.value):
+        # Not a policy at all (--policy /etc/shadow): one line, and none of its keys or
+        # values, which are the file's content.
+        raise PolicyError(
+            [f"{path}: not a failover-engine policy (no `version: 1` at the top level); "
+             "is this the right file? (a policy starts with `version: 1`)"]
+        )
     source = Source(path=path, data=None)
     builder = _Builder(path, source, _count_nodes(root))
     source.data = builder.build(root, (), 0)

@@ -3,34 +3,73 @@
     CRITICAL  the monitor has never completed a cycle, or not within 3 intervals
               (it is dead, hung or cannot run), or the state is `aborted` (needs `reset`)
     WARNING   the failover is engaged (the standby serves users), or maintenance mode is on,
-              or an engage/restore is in progress (no cycles run meanwhile)
+              or an engage/restore is in progress (no cycles run meanwhile), or the
+              failover is disarmed (every guard failing, or the target's probe cannot
+              run: engine/arming.py), or a probe's client certificate expires within
+              --cert-warning (default 14 days)
     OK        otherwise
-    UNKNOWN   the policy or the state file cannot be read, or anything unexpected
+    UNKNOWN   the policy, the state file or the lock cannot be read (permissions: run
+              `install --check-group GROUP`), or anything unexpected
 
-One line of text, then `|` and performance data (cycle age, failures) for graphs:
+One line of text, then `|` and performance data (cycle age, failures, certificate days
+left) for graphs:
 
     ENGINE OK - policy gocdb watching, last cycle 2m ago, failures 0/30 | cycle_age=120s;;1800;0 ...
+
+Once engaged the count has met its threshold: the line says how long production has
+been down instead.
 """
 from __future__ import annotations
 
 import argparse
 from datetime import datetime
 
+from engine.arming import CERT_WARNING_DAYS, certificate_days_left
 from engine.commands import load
-from engine.durations import format_duration
+from engine.durations import format_duration, parse_duration
 from engine.errors import FailoverError
 from engine.paths import StatePaths
 from engine.policy import Policy
 from engine.state import EngineState, StateStore, parse_isotime, utcnow
-from engine.states import RUNNING, State
+from engine.states import ARMED, RUNNING, State
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 LABELS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
 STALE_INTERVALS = 3
 
 
+def _outage(policy: Policy, state: EngineState, now: datetime) -> str:
+    """`failures N/T` while armed; once the threshold is met, how long production is down."""
+    if state.state in ARMED:
+        return f"failures {state.failures}/{policy.monitor.failures_to_engage}"
+    since = _time(state.down_since)
+    if since is None:
+        return "production not failing now"
+    return f"production down for {format_duration(max(0.0, (now - since).total_seconds()))}"
+
+
+def _time(text: str | None) -> datetime | None:
+    try:
+        moment = parse_isotime(text)
+    except (TypeError, ValueError):
+        return None
+    return moment if moment is not None and moment.tzinfo is not None else None
+
+
+def expiring_certificates(state: EngineState, now: datetime,
+                          warn_days: float) -> list[tuple[str, float]]:
+    """(probe, days left) of every client certificate expiring within `warn_days`."""
+    found = []
+    for name, probe in sorted(state.last_probes.items()):
+        days = certificate_days_left(probe, now) if isinstance(probe, dict) else None
+        if days is not None and days < warn_days:
+            found.append((name, days))
+    return found
+
+
 def evaluate(policy: Policy, state: EngineState, paused: bool, now: datetime,
-             holder: str | None = None) -> tuple[int, str]:
+             holder: str | None = None,
+             cert_warning_days: float = CERT_WARNING_DAYS) -> tuple[int, str]:
     """(Nagios code, one line with perfdata) for the engine's state at `now`.
 
     `holder` is who holds the engine lock. An engage or restore runs inside the monitor's
@@ -45,7 +84,7 @@ def evaluate(policy: Policy, state: EngineState, paused: bool, now: datetime,
     except ValueError:
         last = None
     age = (now - last).total_seconds() if last is not None and last.tzinfo else None
-    failures = f"failures {state.failures}/{policy.monitor.failures_to_engage}"
+    failures = _outage(policy, state, now)
 
     if state.state == State.ABORTED:
         code = CRITICAL
@@ -68,8 +107,20 @@ def evaluate(policy: Policy, state: EngineState, paused: bool, now: datetime,
         text = f"failover engaged since {state.since}; restore when production is back"
     elif paused or state.state == State.PAUSED:
         code, text = WARNING, "maintenance mode (paused): nothing will engage"
+    elif state.disarmed:
+        code = WARNING
+        text = (f"the failover is disarmed: {state.disarmed} (since "
+                f"{state.disarmed_since or 'unknown'}); {state.state}")
     else:
         code, text = OK, state.state
+    expiring = expiring_certificates(state, now, cert_warning_days)
+    for name, days in expiring:
+        if code == OK:
+            code = WARNING
+        text += (f"; client certificate of probe {name} expired {format_duration(-days * 86400)}"
+                 " ago" if days <= 0 else
+                 f"; client certificate of probe {name} expires in "
+                 f"{format_duration(days * 86400)}")
     if age is not None and code != CRITICAL:
         text += f", last cycle {format_duration(age)} ago"
     # `|` starts the perfdata and a newline the long output: keep them out of the text.
@@ -77,6 +128,10 @@ def evaluate(policy: Policy, state: EngineState, paused: bool, now: datetime,
     perf = [f"failures={state.failures};;{policy.monitor.failures_to_engage};0"]
     if age is not None:
         perf.insert(0, f"cycle_age={age:.0f}s;;{limit:.0f};0")
+    lefts = [d for d in (certificate_days_left(p, now) for p in state.last_probes.values()
+                         if isinstance(p, dict)) if d is not None]
+    if lefts:
+        perf.append(f"cert_days_left={min(lefts):.1f};{cert_warning_days:g};0")
     return code, (f"ENGINE {LABELS[code]} - policy {policy.name} {text}, {failures} | "
                   + " ".join(perf))
 
@@ -84,11 +139,20 @@ def evaluate(policy: Policy, state: EngineState, paused: bool, now: datetime,
 def main(args: argparse.Namespace) -> int:
     """Print the plugin line and return its Nagios code (UNKNOWN on anything unexpected)."""
     try:
+        warn = parse_duration(getattr(args, "cert_warning", None) or f"{CERT_WARNING_DAYS:g}d")
+    except ValueError as exc:
+        print(f"ENGINE UNKNOWN - --cert-warning: {exc}")
+        return UNKNOWN
+    try:
         policy = load(args)
         state = StateStore(policy.state_dir).load()
         paused = StatePaths(policy.state_dir).paused.exists()
         holder = StateStore(policy.state_dir).holder()
-        code, line = evaluate(policy, state, paused, utcnow(), holder)
+        code, line = evaluate(policy, state, paused, utcnow(), holder, warn / 86400)
+    except PermissionError as exc:
+        print(f"ENGINE UNKNOWN - {exc.filename}: permission denied; let this user read it: "
+              "`failover-engine install --check-group GROUP` (docs/operations.md, NRPE)")
+        return UNKNOWN
     except FailoverError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"ENGINE UNKNOWN - {first}")

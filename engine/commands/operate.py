@@ -4,7 +4,9 @@ When no monitor is running, the command takes the policy's lock and acts itself.
 monitor (`failover-engine run`) holds the lock, the command leaves a request record for it
 (engine/monitor_requests.py), which the monitor picks up within a second, and waits for
 its reply: a refusal is exit 1 with the monitor's reason on stderr, an accepted request
-prints the resulting state (exit 1 if the run aborted or was cut short).
+prints the resulting state (exit 1 if the run aborted or was cut short). It says what it
+waits for and for how long; if the monitor dies meanwhile (it no longer holds the lock)
+it stops waiting and exits 1, naming the monitor and the state the engine reached.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from engine.commands import load, preflight
+from engine.durations import format_duration
 from engine.errors import FailoverError, LockHeld
 from engine.failover import Engine
 from engine.fsutil import atomic_write, ensure_private_dir
@@ -49,21 +52,51 @@ def _act(args: argparse.Namespace, request: str, act: Callable[[Engine], int]) -
     return _ask_monitor(store, request, holder)
 
 
+def _monitor_gone(store: StateStore, holder: LockHolder) -> bool:
+    """True when the monitor we asked no longer holds the lock (it died or was stopped)."""
+    now = store.lock_holder()
+    return now is None or now.pid != holder.pid
+
+
+def _died(store: StateStore, kind: str, holder: LockHolder) -> FailoverError:
+    """The error for a monitor that died before answering: who, and the state reached."""
+    record = store.load()
+    run = record.run if isinstance(record.run, dict) else None
+    done = f", {len(run.get('steps') or {})} steps done" if run else ""
+    now = store.lock_holder()
+    after = (f"; {now} holds the lock now" if now is not None else
+             "; start the monitor again (it resumes an interrupted run from its journal)")
+    return FailoverError(
+        f"the monitor ({holder}) stopped before it answered the {kind} request; the engine "
+        f"reached state {record.state} (since {record.since}{done}){after}")
+
+
 def _ask_monitor(store: StateStore, kind: str, holder: LockHolder) -> int:
     paths = StatePaths(store.state_dir)
     request = submit(paths, kind)
-    print(f"the monitor ({holder}) is running; asked it to {kind}")
+    print(f"the monitor ({holder}) is running; asked it to {kind}; waiting up to "
+          f"{format_duration(PICKUP_TIMEOUT)} for it to pick the request up", flush=True)
     deadline = time.monotonic() + PICKUP_TIMEOUT
     while not picked_up(paths, request.request_id):
+        if _monitor_gone(store, holder) and withdraw(paths, request.request_id):
+            raise FailoverError(f"the monitor ({holder}) stopped before it picked up the "
+                                f"{kind} request; nothing was done")
         if time.monotonic() > deadline and withdraw(paths, request.request_id):
             raise FailoverError(
                 f"the monitor ({holder}) did not pick up the request within "
                 f"{PICKUP_TIMEOUT:.0f}s; nothing was done; check `failover-engine status` "
                 "and its log")
         time.sleep(0.1)
+    print(f"waiting up to {format_duration(FOLLOW_TIMEOUT)} for the monitor to finish the "
+          f"{kind}", flush=True)
     deadline = time.monotonic() + FOLLOW_TIMEOUT
     reply = collect_reply(paths, request.request_id)
     while reply is None and time.monotonic() < deadline:
+        if _monitor_gone(store, holder):
+            reply = collect_reply(paths, request.request_id)  # it may have answered, then exited
+            if reply is None:
+                raise _died(store, kind, holder)
+            break
         time.sleep(0.2)
         reply = collect_reply(paths, request.request_id)
     if reply is None:
@@ -73,7 +106,7 @@ def _ask_monitor(store: StateStore, kind: str, holder: LockHolder) -> int:
         return 0
     if not reply.accepted:
         raise FailoverError(f"the monitor refused: {reply.reason}")
-    print(f"state: {reply.state}")
+    print(f"state: {reply.state}" + ("; failure count cleared" if kind == "reset" else ""))
     if reply.state == State.ABORTED:
         print(f"aborted: {reply.reason}")
         print("fix the cause, then `failover-engine reset` (or `restore` to roll back)")
@@ -110,7 +143,8 @@ def restore_main(args: argparse.Namespace) -> int:
 def reset_main(args: argparse.Namespace) -> int:
     """Leave `aborted` once the cause is fixed."""
     def act(engine: Engine) -> int:
-        print(f"state: {engine.reset()}")
+        before = f"{engine.record.failures}/{engine.policy.monitor.failures_to_engage}"
+        print(f"state: {engine.reset()}; failure count cleared (was {before})")
         return 0
     return _act(args, "reset", act)
 

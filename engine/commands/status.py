@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from engine.arming import CERT_WARNING_DAYS, certificate_days_left
 from engine.commands import load
 from engine.durations import format_duration
 from engine.jobrecords import data_age, read_job_records
@@ -20,7 +21,7 @@ from engine.metrics import probe_result
 from engine.paths import StatePaths
 from engine.policy import Policy
 from engine.state import EngineState, StateStore, isotime, parse_isotime, utcnow
-from engine.states import State
+from engine.states import ARMED, State
 
 STATUS_FORMAT = 1
 
@@ -61,8 +62,9 @@ def run_summary(run: dict[str, Any] | None, *, current: bool) -> dict[str, Any] 
 
 
 def collect(policy: Policy, store: StateStore, state: EngineState,
-            now: datetime) -> dict[str, Any]:
-    """The status object (`status --json`), from the state file and the files beside it."""
+            now: datetime, *, never_run: bool = False) -> dict[str, Any]:
+    """The status object (`status --json`), from the state file and the files beside it.
+    `never_run`: there is no state file yet (no monitor or command has run the engine)."""
     state_dir = Path(policy.state_dir)
     paths = StatePaths(state_dir)
     paused_file = paths.paused
@@ -87,8 +89,11 @@ def collect(policy: Policy, store: StateStore, state: EngineState,
         ok, latency = probe_result(raw)
         role = ("target" if name == policy.monitor.target
                 else "guard" if name in policy.monitor.guards else "other")
+        days = certificate_days_left(raw, now)
         probes[name] = {"role": role, "ok": ok, "latency_seconds": latency,
-                        "at": raw.get("at"), "detail": raw.get("detail")}
+                        "at": raw.get("at"), "detail": raw.get("detail"),
+                        "cert_not_after": raw.get("cert_not_after"),
+                        "cert_days_left": round(days, 2) if days is not None else None}
 
     records = read_job_records(state_dir)
     jobs = {}
@@ -114,11 +119,16 @@ def collect(policy: Policy, store: StateStore, state: EngineState,
         "state_dir": str(state_dir),
         "now": isotime(now),
         "state": state.state,
-        "since": state.since,
+        "since": None if never_run else state.since,
+        "never_run": never_run,
         "paused": paused_text is not None or state.state == State.PAUSED,
         "paused_reason": paused_text,
         "failures": state.failures,
         "failures_to_engage": policy.monitor.failures_to_engage,
+        "down_since": state.down_since,
+        "disarmed": state.disarmed,
+        "disarmed_since": state.disarmed_since,
+        "guards_failed_cycles": state.guards_failed,
         "cycles": state.cycles,
         "interval_seconds": interval,
         "last_cycle": state.last_cycle,
@@ -140,13 +150,26 @@ def collect(policy: Policy, store: StateStore, state: EngineState,
 
 def render_text(data: dict[str, Any], now: datetime) -> str:
     """The operator's view of `collect()`'s object."""
-    lines = [f"policy {data['policy']} ({data['policy_file']})",
-             f"state: {data['state']} since {_ago(data['since'], now)}"]
+    lines = [f"policy {data['policy']} ({data['policy_file']})"]
+    if data.get("never_run"):
+        lines.append(f"state: never run (no state file in {data['state_dir']} yet; start the "
+                     "monitor: `failover-engine run`, or its systemd unit)")
+    else:
+        lines.append(f"state: {data['state']} since {_ago(data['since'], now)}")
+    if data.get("disarmed"):
+        lines.append(f"DISARMED since {data['disarmed_since']}: {data['disarmed']}")
     if data["paused"]:
         lines.append(f"paused: yes ({data['paused_reason'] or 'no reason given'})")
     if data["aborted_reason"]:
         lines.append(f"aborted: {data['aborted_reason']} (fix it, then `failover-engine reset`)")
-    lines.append(f"failures: {data['failures']}/{data['failures_to_engage']}")
+    if data["state"] in ARMED:
+        lines.append(f"failures: {data['failures']}/{data['failures_to_engage']}")
+    elif (down := _time(data.get("down_since"))) is not None:
+        # The threshold has been met (or does not apply now): the duration says more.
+        lasted = format_duration(max(0.0, (now - down).total_seconds()))
+        lines.append(f"production down for {lasted} (since {data['down_since']})")
+    else:
+        lines.append("production: not failing now")
     lines.append(f"last cycle: {_ago(data['last_cycle'], now)}"
                  + (f": {data['last_outcome']}" if data["last_outcome"] else ""))
     every = format_duration(data["interval_seconds"])
@@ -163,6 +186,12 @@ def render_text(data: dict[str, Any], now: datetime) -> str:
                    if probe["latency_seconds"] is not None else "")
         detail = f" ({probe['detail']})" if probe["detail"] else ""
         lines.append(f"  {name} [{probe['role']}]: {result}{latency}{detail}")
+        days = probe.get("cert_days_left")
+        if days is not None:
+            soon = " — renew it" if days < CERT_WARNING_DAYS else ""
+            state = f"expired {-days:.0f} days ago" if days <= 0 else f"{days:.0f} days left"
+            lines.append(f"    client certificate: {state} (until {probe['cert_not_after']})"
+                         f"{soon}")
     if data["jobs"]:
         lines.append("jobs:")
     for name, job in data["jobs"].items():
@@ -184,7 +213,8 @@ def render_text(data: dict[str, Any], now: datetime) -> str:
         for step in last["steps"]:
             lines.append(f"  {step['step']}: {step['status']}: {step['summary']}")
     counts = data["counts"]
-    lines.append(f"engages: {counts['engages']}, restores: {counts['restores']}")
+    lines.append(f"engages completed: {counts['engages']}, restores completed: "
+                 f"{counts['restores']}")
     return "\n".join(lines) + "\n"
 
 
@@ -193,7 +223,8 @@ def main(args: argparse.Namespace) -> int:
     policy = load(args)
     store = StateStore(policy.state_dir)
     now = utcnow()
-    data = collect(policy, store, store.load(), now)
+    never_run = not store.path.exists()
+    data = collect(policy, store, store.load(), now, never_run=never_run)
     if getattr(args, "json", False):
         print(json.dumps(data, indent=2, sort_keys=True))
     else:

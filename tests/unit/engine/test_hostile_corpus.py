@@ -59,3 +59,23 @@ def test_the_corpus_base_is_valid(tmp_path: Path, capsys: pytest.CaptureFixture[
     fixed = tmp_path / "fixed.yaml"
     fixed.write_text(text.replace("interval: 0s", "interval: 10m"), encoding="utf-8")
     assert cli.main(["--policy", str(fixed), "validate"]) == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", [
+    "root:$6$SECRETHASH:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n",   # /etc/shadow
+    "root:x:0:0:SECRETGECOS:/root:/bin/bash\n",                                  # /etc/passwd
+    "SECRETWORD\n",
+    "- SECRETITEM\n",
+    "root:$6$SECRETHASH: 1\nroot:$6$SECRETHASH: 2\n",                           # duplicate keys
+])
+def test_an_error_about_a_file_never_prints_its_content(
+        tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 10 case 10: `--policy /etc/shadow` echoed its lines in the errors."""
+    path = tmp_path / "shadow"
+    path.write_text(text)
+    for argv in (["validate"], ["status"], ["dry-run", "engage"], ["check", "engine"]):
+        code = cli.main(["--policy", str(path), *argv])
+        out, err = capsys.readouterr()
+        assert code in (2, 3), (argv, err)
+        assert "SECRET" not in out + err
+        assert len((out + err).splitlines()) == 1

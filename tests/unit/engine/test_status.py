@@ -20,6 +20,7 @@ DOCUMENTED = {
     "paused_reason", "failures", "failures_to_engage", "cycles", "interval_seconds",
     "last_cycle", "last_outcome", "next_probe", "probes", "jobs", "lock", "spooled_mail",
     "hold_down_until", "hold_down_active", "aborted_reason", "run", "last_run", "counts",
+    "never_run", "down_since", "disarmed", "disarmed_since", "guards_failed_cycles",
 }
 
 
@@ -82,7 +83,8 @@ def test_json_status_matches_the_state(policy, capsys):
     assert data["next_probe"] == isotime(NOW - timedelta(seconds=30) + timedelta(minutes=10))
     assert data["probes"]["production"] == {
         "role": "target", "ok": False, "latency_seconds": 30.0,
-        "at": isotime(NOW - timedelta(seconds=30)), "detail": "timed out after 30s"}
+        "at": isotime(NOW - timedelta(seconds=30)), "detail": "timed out after 30s",
+        "cert_not_after": None, "cert_days_left": None}
     assert data["probes"]["internet"]["role"] == "guard"
     assert data["jobs"]["import"]["data_age_seconds"] == 7200
     assert data["jobs"]["import"]["last_error"].startswith("step 1 (fetch)")
