@@ -15,6 +15,7 @@ from typing import Any
 
 from engine.arming import CERT_WARNING_DAYS, certificate_days_left
 from engine.commands import load
+from engine.display import printable
 from engine.durations import format_duration
 from engine.jobrecords import data_age, read_job_records
 from engine.metrics import probe_result
@@ -68,12 +69,13 @@ def collect(policy: Policy, store: StateStore, state: EngineState,
     state_dir = Path(policy.state_dir)
     paths = StatePaths(state_dir)
     paused_file = paths.paused
-    try:
-        paused_text: str | None = paused_file.read_text().strip()
-    except FileNotFoundError:
-        paused_text = None
-    except OSError as exc:
-        paused_text = f"(unreadable: {exc.strerror})"
+    from engine.safefile import FileRefused, read_limited
+
+    try:  # a regular file of at most 64 KiB: never a FIFO that blocks `status`
+        paused_text: str | None = read_limited(paused_file, "pause_reason", nofollow=True) \
+            .decode("utf-8", errors="replace").strip()
+    except FileRefused as exc:
+        paused_text = None if exc.missing else f"(unreadable: {exc})"
     try:
         spooled = len(list(paths.spool_dir.glob("*.eml")))
     except OSError:
@@ -103,6 +105,7 @@ def collect(policy: Policy, store: StateStore, state: EngineState,
         age = data_age(record, now)
         jobs[name] = {
             "schedule": spec.schedule if spec else None,
+            "next_run": _next_run(spec.schedule if spec else None, now),
             "ok": record.get("ok"),
             "last_run": record.get("last_run"),
             "last_success": record.get("last_success"),
@@ -198,6 +201,8 @@ def render_text(data: dict[str, Any], now: datetime) -> str:
         age = job["data_age_seconds"]
         age_text = f", data age {format_duration(age)}" if age is not None else ""
         lines.append(f"  {name}: last success {_ago(job['last_success'], now)}{age_text}")
+        if job.get("next_run"):
+            lines.append(f"    next run {_ago(job['next_run'], now)} ({job['schedule']})")
         if job["ok"] is False and job["last_error"]:
             lines.append(f"    last run {job['last_run']} failed: {job['last_error']}")
         elif job["ok"] is None and job["last_error"]:  # an unreadable record
@@ -215,7 +220,17 @@ def render_text(data: dict[str, Any], now: datetime) -> str:
     counts = data["counts"]
     lines.append(f"engages completed: {counts['engages']}, restores completed: "
                  f"{counts['restores']}")
-    return "\n".join(lines) + "\n"
+    # Text from files (a pause reason, a job's error) is shown escaped: no control character
+    # reaches the terminal (engine/display.py).
+    return "\n".join(printable(line) for line in lines) + "\n"
+
+
+def _next_run(schedule: str | None, now: datetime) -> str | None:
+    """When cron next starts a job with this schedule (UTC ISO), or None."""
+    from engine.schedule import next_run
+
+    moment = next_run(schedule, now) if schedule else None
+    return isotime(moment) if moment else None
 
 
 def main(args: argparse.Namespace) -> int:
