@@ -30,7 +30,6 @@ from __future__ import annotations
 import math
 import re
 import stat
-from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -272,7 +271,7 @@ class _Builder:
                     raise self.fail(node, f"unsupported YAML tag {node.tag!r} on a list")
                 items = enumerate(node.value)
                 return [self.build(item, (*path, i), depth + 1) for i, item in items]
-            if node.tag != _MAP_TAG:
+            if node.tag != _MAP_TAG or not isinstance(node, MappingNode):
                 raise self.fail(node, f"unsupported YAML tag {node.tag!r} on a mapping")
             return self.mapping(node, path, depth)
         finally:
@@ -299,12 +298,12 @@ class _Builder:
                                   "no option can hold one")
         return value
 
-    def key(self, node: Node) -> Hashable:
+    def key(self, node: Node) -> str:
         if not isinstance(node, ScalarNode):
             raise self.fail(node, "a key must be a plain name, not a list or mapping")
         value = self.scalar(node)
         # Keys are names in this format: `1:` or `yes:` mean the text written, not 1 or True.
-        return value if isinstance(value, str) else node.value
+        return value if isinstance(value, str) else str(node.value)
 
     def mapping(self, node: MappingNode, path: PathKey, depth: int) -> dict[Any, Any]:
         result: dict[Any, Any] = {}
