@@ -101,12 +101,13 @@ _ENGINE_FILES = frozenset({"state.json", "engine.lock", "audit.jsonl", "paused",
                            "requests", "spool", "parked", "crash", "engage.lock"})
 
 
-def state_dir_problem(path: str | Path) -> str | None:
+def state_dir_problem(path: str | Path, *, reader: bool = False) -> str | None:
     """Why the state directory `path` is unsafe to use, or None.
 
     Refused: a symbolic link (the engine's files would land wherever it points), a
     directory owned by another user, or one that group or others may write to. A group
-    read bit is allowed (`install --check-group` sets it for the monitoring user).
+    read bit is allowed (`install --check-group` sets it for the monitoring user), and a
+    `reader` (status, the checks: they write nothing there) need not be its owner.
     """
     path = Path(path)
     try:
@@ -121,7 +122,7 @@ def state_dir_problem(path: str | Path) -> str | None:
     if not stat.S_ISDIR(info.st_mode):
         return f"state directory {path} is not a directory"
     euid = os.geteuid()
-    if info.st_uid != euid:
+    if info.st_uid != euid and not reader:
         return (f"state directory {path} is owned by uid {info.st_uid}, not by the engine's "
                 f"user (uid {euid}); chown it or run the engine as its owner")
     if stat.S_IMODE(info.st_mode) & 0o022:

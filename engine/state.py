@@ -237,7 +237,9 @@ class StateStore:
         """
         from engine.safefile import FileRefused, read_limited
 
-        problem = state_dir_problem(self.state_dir)
+        # Reading needs no ownership (the checks run as the monitoring user); every write
+        # goes through ensure_dir(), which checks the owner too.
+        problem = state_dir_problem(self.state_dir, reader=True)
         if problem:
             raise FailoverError(problem)
         try:

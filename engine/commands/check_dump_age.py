@@ -10,8 +10,9 @@ original scripts, times compared timezone-aware) and prints one status line with
       | age=4320s;;25200
 
 Exit codes: 0 OK, 1 WARNING (older than --warning), 2 CRITICAL (older than --critical,
-default 7h as the original; also when the log cannot be read or shows no success),
-3 UNKNOWN (bad arguments, no policy to find the log in, anything unexpected).
+default 7h as the original; also when the log is missing or shows no success),
+3 UNKNOWN (bad arguments, no policy to find the log in, a log or record this user may not
+read — a permission problem says nothing about the import —, anything unexpected).
 Durations: `30m`, `7h`, `2d`, or bare seconds.
 
 The log is `--log FILE` (then the policy is not read at all, so the check works on a host
@@ -88,6 +89,20 @@ class Thresholds:
         return f"age={age:.0f}s;{warn};{self.critical:g}"
 
 
+_PERMISSION_HINT = ("; let the checks' user read it: `failover-engine install --check-group "
+                    "GROUP` (docs/operations.md, NRPE)")
+
+
+def _denied(error: BaseException) -> bool:
+    """True when a permission problem is the cause of `error` (anywhere in its chain)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, PermissionError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _stamp(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S+0000")
 
@@ -120,14 +135,21 @@ def _import_age(args: argparse.Namespace, now: datetime) -> tuple[float, str]:
     if getattr(args, "log", None):
         path = Path(args.log)
     else:
-        _, job = _policy_job(args)
+        policy, job = _policy_job(args)
         if job.status_log is None:
             raise _Verdict(UNKNOWN, f"job {job.name!r} has no status_log; give --log FILE")
         path = Path(job.status_log)
+        _live_whole(policy.state_dir)
     try:
         log = read_status_log(path)
     except StatusLogError as error:
-        raise _Verdict(CRITICAL, str(error)) from None
+        # Unreadable for this user is not a stale import: the check cannot know (UNKNOWN).
+        raise _Verdict(UNKNOWN if _denied(error) else CRITICAL,
+                       str(error) + (_PERMISSION_HINT if _denied(error) else "")) from None
+    if log.open_swaps:
+        raise _Verdict(CRITICAL, f"{path}: the swap into {', '.join(log.open_swaps)} began and"
+                                 " never finished: live may be half-swapped; the next import"
+                                 " completes or undoes it")
     if log.last_success is None:
         raise _Verdict(CRITICAL, f"{path}: no `completed ok` in the log: the import has never "
                                  "succeeded (see the ERROR lines in the log)")
@@ -142,6 +164,15 @@ def _import_age(args: argparse.Namespace, now: datetime) -> tuple[float, str]:
     return age, detail
 
 
+def _live_whole(state_dir: str | Path) -> None:
+    """CRITICAL when a swap journal says live is half-swapped or does not match its dump."""
+    from engine.standby import half_done_swaps
+
+    damage = half_done_swaps(state_dir)
+    if damage:
+        raise _Verdict(CRITICAL, "; ".join(damage))
+
+
 def _data_age(args: argparse.Namespace, now: datetime) -> tuple[float, str]:
     from engine.statuslog import parse_time
 
@@ -149,12 +180,16 @@ def _data_age(args: argparse.Namespace, now: datetime) -> tuple[float, str]:
     if not (state_dir and job_name):
         policy, job = _policy_job(args)
         state_dir, job_name = state_dir or policy.state_dir, job.name
+    _live_whole(state_dir)
     record = StatePaths(Path(state_dir)).job_record(job_name)
     try:
         data = json.loads(record.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise _Verdict(CRITICAL, f"{record} does not exist: job {job_name!r} has never "
                                  "recorded a run") from None
+    except PermissionError as error:
+        raise _Verdict(UNKNOWN, f"cannot read {record}: {error.strerror or error}"
+                                f"{_PERMISSION_HINT}") from None
     except OSError as error:
         raise _Verdict(CRITICAL, f"cannot read {record}: {error.strerror or error}") from None
     except ValueError as error:

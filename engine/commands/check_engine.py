@@ -22,7 +22,9 @@ been down instead.
 from __future__ import annotations
 
 import argparse
+import os
 from datetime import datetime
+from pathlib import Path
 
 from engine.arming import CERT_WARNING_DAYS, certificate_days_left
 from engine.commands import load
@@ -136,6 +138,17 @@ def evaluate(policy: Policy, state: EngineState, paused: bool, now: datetime,
                   + " ".join(perf))
 
 
+def _unreadable(policy: Policy) -> Path | None:
+    """The first of the files this check reads that this user may not read, or None."""
+    paths = StatePaths(policy.state_dir)
+    if paths.state_dir.exists() and not os.access(paths.state_dir, os.R_OK | os.X_OK):
+        return paths.state_dir
+    for path in (paths.state_file, paths.engine_lock):
+        if path.exists() and not os.access(path, os.R_OK):
+            return path
+    return None
+
+
 def main(args: argparse.Namespace) -> int:
     """Print the plugin line and return its Nagios code (UNKNOWN on anything unexpected)."""
     try:
@@ -145,6 +158,11 @@ def main(args: argparse.Namespace) -> int:
         return UNKNOWN
     try:
         policy = load(args)
+        unreadable = _unreadable(policy)
+        if unreadable is not None:
+            print(f"ENGINE UNKNOWN - {unreadable}: permission denied; let this user read it: "
+                  "`failover-engine install --check-group GROUP` (docs/operations.md, NRPE)")
+            return UNKNOWN
         state = StateStore(policy.state_dir).load()
         paused = StatePaths(policy.state_dir).paused.exists()
         holder = StateStore(policy.state_dir).holder()

@@ -262,15 +262,38 @@ def check_readable_paths(policy: Policy, root: Path) -> tuple[list[Path], list[P
     return list(dict.fromkeys(dirs)), list(dict.fromkeys(files))
 
 
-def grant_check_group(policy: Policy, root: Path, gid: int | None, created: list[Path]) -> None:
-    """Make what the checks read readable by group `gid` (directories 2750, files 0640)."""
+def grant_check_group(policy: Policy, root: Path, gid: int | None, created: list[Path],
+                      owned: set[str]) -> None:
+    """Make what the checks read readable by group `gid` (directories 2750, files 0640).
+
+    Their parent directories must let the group through too: those install created
+    (`owned`, target-system paths) get the same treatment; any other parent the group
+    cannot enter is named, for the operator to decide."""
     dirs, files = check_readable_paths(policy, root)
     for directory in dirs:
         _make_dirs(directory, 0o750, created, root)
+    owned = owned | {str(p) for p in created}
+    parents: list[Path] = []
+    for directory in dirs:
+        for parent in directory.parents:
+            if parent == root or root not in parent.parents:
+                break
+            if parent not in dirs and parent not in parents:
+                parents.append(parent)
+    for directory in [*dirs, *[p for p in parents if str(Path("/") / p.relative_to(root))
+                                in owned]]:
         if gid is not None:
             os.chown(directory, -1, gid)
         # setgid: state.json (replaced every cycle) and new records keep the group.
         os.chmod(directory, 0o2750)
+    for parent in parents:
+        if str(Path("/") / parent.relative_to(root)) in owned:
+            continue
+        info = parent.stat()
+        if not info.st_mode & 0o001 and not (gid is not None and info.st_gid == gid
+                                             and info.st_mode & 0o010):
+            print(f"warning: {parent} does not let group {gid} through (mode "
+                  f"{info.st_mode & 0o7777:04o}); the checks cannot read below it")
     for path in files:
         if path.is_file():
             if gid is not None:
@@ -322,7 +345,8 @@ def main(args: argparse.Namespace) -> int:
             if fresh and account is not None and user != "root" and os.geteuid() == 0:
                 os.chown(directory, account.pw_uid, account.pw_gid)
         if group_name:
-            grant_check_group(policy, root, gid, created)
+            grant_check_group(policy, root, gid, created,
+                              set((manifest or {}).get("dirs", [])))
         for change in pending:
             if change.action == "remove":
                 change.real.unlink()
