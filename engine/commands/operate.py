@@ -18,7 +18,7 @@ from engine.commands import load, preflight
 from engine.durations import format_duration
 from engine.errors import FailoverError, LockHeld
 from engine.failover import Engine
-from engine.fsutil import atomic_write, ensure_private_dir
+from engine.fsutil import atomic_write
 from engine.monitor_requests import collect_reply, picked_up, submit, withdraw
 from engine.paths import StatePaths
 from engine.runner import RunReport
@@ -152,10 +152,15 @@ def reset_main(args: argparse.Namespace) -> int:
 def pause_main(args: argparse.Namespace) -> int:
     """Enter maintenance mode: the switch file holds it across restarts."""
     policy = load(args)
-    ensure_private_dir(policy.state_dir)
-    atomic_write(StatePaths(policy.state_dir).paused,
-                 f"paused at {isotime()}{': ' + args.reason if args.reason else ''}\n", 0o644)
     store = StateStore(policy.state_dir)
+    store.ensure_dir()  # one clear line when the state dir cannot be made or is unsafe
+    switch = StatePaths(policy.state_dir).paused
+    try:
+        atomic_write(switch, f"paused at {isotime()}{': ' + args.reason if args.reason else ''}"
+                     "\n", 0o644)
+    except OSError as exc:
+        raise FailoverError(f"{switch}: cannot write the pause switch ({exc.strerror}); "
+                            "check the state directory's owner, mode and free space") from None
     try:
         with store.hold("pause"):
             engine = Engine(policy, store)
@@ -170,7 +175,12 @@ def pause_main(args: argparse.Namespace) -> int:
 def resume_main(args: argparse.Namespace) -> int:
     """Leave maintenance mode."""
     policy = load(args)
-    StatePaths(policy.state_dir).paused.unlink(missing_ok=True)
+    switch = StatePaths(policy.state_dir).paused
+    try:
+        switch.unlink(missing_ok=True)
+    except OSError as exc:
+        raise FailoverError(f"{switch}: cannot remove the pause switch ({exc.strerror}); "
+                            "check the state directory's owner and mode") from None
     store = StateStore(policy.state_dir)
     try:
         with store.hold("resume"):

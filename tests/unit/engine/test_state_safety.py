@@ -144,3 +144,21 @@ def test_a_good_state_still_loads(tmp_path: Path) -> None:
     state = _state_dir(tmp_path)
     StateStore(state).save(EngineState(failures=2))
     assert StateStore(state).load().failures == 2
+
+
+@pytest.mark.parametrize("argv", [["pause", "--reason", "x"], ["resume"], ["dry-run", "engage"],
+                                  ["dry-run", "restore"], ["status"], ["status", "--json"]])
+def test_a_state_dir_that_cannot_be_made_is_one_clear_line(
+        tmp_path: Path, argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 10 case 9: pause, resume and dry-run on an unusable state dir were internal
+    errors. (As root no permission bit stops a write, so the dir sits under a regular file.)"""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code = cli.main(["--policy", str(_policy(tmp_path)), "--state-dir", str(blocker / "st"),
+                     *argv])
+    out, err = capsys.readouterr()
+    assert "internal error" not in err
+    if code != 0:  # dry-run changes nothing and may well plan without a state dir
+        assert code in (1, 2) and len(err.splitlines()) == 1 and str(blocker) in err
+    if argv[-1] == "--json":
+        json.loads(out or "{}")
