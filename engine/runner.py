@@ -120,6 +120,13 @@ def _journalled_output(entry: dict[str, Any]) -> Any:
     return entry.get("output_value")
 
 
+def step_label(phase: str, index: int) -> str:
+    """How a step is named everywhere an operator reads it — the log, the audit log, the
+    mails, the lock file: `engage step 1`, numbered from 1 (the policy's YAML path,
+    `engage[0]`, is for validation errors only)."""
+    return f"{phase} step {index + 1}"
+
+
 class Runner:
     """Runs ordered steps for one policy; see the module docstring."""
 
@@ -159,7 +166,7 @@ class Runner:
             "time": isotime(),
             "policy": self.policy.name,
             "phase": phase,
-            "step": step.where or f"{phase}[{index}]",
+            "step": step_label(phase, index),
             "kind": step.kind,
             "outcome": outcome,
             "summary": summary,
@@ -255,7 +262,7 @@ class Runner:
         return Context(
             policy_name=self.policy.name,
             state_dir=self.policy.state_dir,
-            step_id=step.where or f"{phase}[{index}]",
+            step_id=step_label(phase, index),
             secret=self.secret,
             log=lambda message: step_log.info("%s: %s", step.name, message),
             deadline=deadline,

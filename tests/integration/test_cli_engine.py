@@ -229,7 +229,7 @@ def test_sigkill_mid_engage_resumes_without_repeating_a_step(tmp_path, prod, smt
     assert (tmp_path / "state" / "engage.lock").exists()
     audit = [json.loads(x) for x in (tmp_path / "state" / "audit.jsonl").read_text().splitlines()]
     changed = [a["step"] for a in audit if a["outcome"] == "changed"]
-    assert changed == ["engage[0]", "engage[1]", "engage[2]", "engage[3]"]
+    assert changed == ["engage step 1", "engage step 2", "engage step 3", "engage step 4"]
 
 
 def test_bad_policy_is_one_line_and_exit_2(tmp_path):

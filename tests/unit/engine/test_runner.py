@@ -92,7 +92,7 @@ def test_audit_log_has_one_json_line_per_change(tmp_path):
     runner.run("engage", [step("a"), step("b", fail_times=1, retryable=False)])
     lines = [json.loads(x) for x in store.audit_path.read_text().splitlines()]
     assert [(e["step"], e["outcome"]) for e in lines] == [
-        ("engage[a]", "changed"), ("engage[b]", "failed")]
+        ("engage step 1", "changed"), ("engage step 2", "failed")]
     assert lines[0]["before"] == "absent" and lines[0]["after"] == "present"
     assert set(lines[0]) >= {"time", "policy", "step", "before", "after", "outcome"}
 
