@@ -243,12 +243,11 @@ class ImportOracle:
     # --- the contract -------------------------------------------------------------------
 
     def host_problems(self, ctx: Context) -> list[str]:
-        """For `validate --host`: the credentials parse, the directories exist, and the
-        database answers as it must: a PDB (not CDB$ROOT), 19c or later, the privileges."""
+        """For every host check: the credentials parse, the directories exist (local only:
+        these checks also run before `run`, `engage` and `restore`)."""
         problems: list[str] = []
-        creds: Credentials | None = None
         try:
-            creds = read_credentials(Path(ctx.secret(self.credentials)))
+            read_credentials(Path(ctx.secret(self.credentials)))
         except Exception as error:  # noqa: BLE001 - SecretError or StepError: report, go on
             problems.append(f"import_oracle credentials {self.credentials!r}: "
                             f"{first_line(error)}")
@@ -259,23 +258,29 @@ class ImportOracle:
             value = getattr(self, key)
             if value and not Path(value).is_dir():
                 problems.append(f"import_oracle {key} {value} is not a directory here")
-        if creds is None:
-            return problems
+        return problems
+
+    def server_problems(self, ctx: Context) -> list[str]:
+        """For `validate --host`: the database answers as it must — a pluggable database
+        (not CDB$ROOT), 19c or later, the privileges. (apply() checks the same before it
+        drops anything.)"""
+        try:
+            creds = read_credentials(Path(ctx.secret(self.credentials)))
+        except Exception:  # noqa: BLE001 - host_problems() reports the credentials
+            return []
         try:
             session = self._open(creds, ctx, "host check", timeout=30.0)
         except StepError as error:
-            problems.append(f"import_oracle: {first_line(error)}")
-            return problems
+            return [f"import_oracle: {_why(error)}"]
         try:
-            problems += [f"import_oracle {creds.dsn}: {line}" for line in
-                         session.server_problems(kill_sessions=self.kill_sessions,
-                                                 schema=self.schema)]
+            return [f"import_oracle {creds.dsn}: {line}" for line in
+                    session.server_problems(kill_sessions=self.kill_sessions,
+                                            schema=self.schema)]
         except oracledb.Error as error:
-            problems.append(f"import_oracle {creds.dsn}: cannot check the database: "
-                            f"{describe(error)}")
+            return [f"import_oracle {creds.dsn}: cannot check the database: "
+                    f"{describe(error)}"]
         finally:
             self._close(session)
-        return problems
 
     def plan(self, ctx: Context) -> Plan:
         """Local checks only: a dry-run must not create directory objects or define jobs."""

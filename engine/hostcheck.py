@@ -28,8 +28,13 @@ from engine.secrets import SecretStore, check_secret_file
 from engine.tlsfiles import tls_file_problems
 
 
-def host_problems(policy: Policy) -> list[str]:
-    """Every problem that would stop the policy on this host, one line each."""
+def host_problems(policy: Policy, *, servers: bool = False) -> list[str]:
+    """Every problem that would stop the policy on this host, one line each.
+
+    `servers` (`validate --host`) also asks each step's `server_problems(ctx)`, which may
+    connect to a server the step uses (import_oracle: the PDB, release, privileges); the
+    checks before `run`, `engage` and `restore` do not, so a database being down for
+    maintenance cannot stop a failover or the monitor."""
     problems: list[str] = []
     for name, path in policy.secrets.items():
         problem = check_secret_file(path)
@@ -52,7 +57,7 @@ def host_problems(policy: Policy) -> list[str]:
             problems.append(f"{key}: {problem}")
     store = SecretStore(policy)
     for step in policy.all_steps():
-        problems.extend(_step_problems(policy, step, store))
+        problems.extend(_step_problems(policy, step, store, servers))
     return problems
 
 
@@ -106,7 +111,8 @@ def _probe_problems(where: str, kind: str, params: dict[str, Any]) -> list[str]:
     return [f"{where}.{line}" for line in check()] if check is not None else []
 
 
-def _step_problems(policy: Policy, step: Step, store: SecretStore) -> list[str]:
+def _step_problems(policy: Policy, step: Step, store: SecretStore,
+                   servers: bool = False) -> list[str]:
     from actions.base import Context
     from actions.registry import STEP_KINDS, step_class
 
@@ -132,8 +138,11 @@ def _step_problems(policy: Policy, step: Step, store: SecretStore) -> list[str]:
         work_dir=work_dir,
     )
     try:
-        return [f"{step.where} ({step.kind}): {line}"
-                for line in cls(step.params).host_problems(ctx)]
+        action = cls(step.params)
+        lines = action.host_problems(ctx)
+        if servers and hasattr(action, "server_problems"):
+            lines += action.server_problems(ctx)
+        return [f"{step.where} ({step.kind}): {line}" for line in lines]
     except FailoverError as exc:
         return [f"{step.where} ({step.kind}): {exc}"]
     except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -37,7 +37,7 @@ def main(args: argparse.Namespace) -> int:
     if getattr(args, "host", False):
         from engine.hostcheck import host_problems
 
-        problems = host_problems(policy)
+        problems = host_problems(policy, servers=True)
         if problems:
             for problem in problems:
                 print(f"{shown}: host check: {problem}", file=sys.stderr)

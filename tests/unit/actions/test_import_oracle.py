@@ -219,13 +219,13 @@ def test_finding_1_container_root_is_refused_before_anything(fake_oracle: FakeOr
     assert not fake_oracle.matching("DROP USER") and not fake_oracle.matching("DIRECTORY")
 
 
-def test_finding_1_host_problems_check_the_database(fake_oracle: FakeOracle, site) -> None:
-    assert _step(fake_oracle, site).host_problems(_ctx(site, [])) == []
+def test_finding_1_server_problems_check_the_database(fake_oracle: FakeOracle, site) -> None:
+    assert _step(fake_oracle, site).server_problems(_ctx(site, [])) == []
     fake_oracle.con_name = "CDB$ROOT"
     fake_oracle.version = "18.4.0.0.0"
     fake_oracle.privileges -= {"ANALYZE ANY", "SELECT ANY TABLE"}
     fake_oracle.roles.clear()
-    problems = _step(fake_oracle, site).host_problems(_ctx(site, []))
+    problems = _step(fake_oracle, site).server_problems(_ctx(site, []))
     assert len(problems) == 3, problems
     assert "container root CDB$ROOT" in problems[0] and "FREEPDB1" in problems[0]
     assert "Oracle 18.4.0.0.0 is older than 19c" in problems[1]
@@ -234,14 +234,14 @@ def test_finding_1_host_problems_check_the_database(fake_oracle: FakeOracle, sit
                                 "standby)")
     # kill_sessions needs two more.
     fake_oracle.privileges -= {"ALTER SYSTEM"}
-    problems = _step(fake_oracle, site, kill_sessions=True).host_problems(_ctx(site, []))
+    problems = _step(fake_oracle, site, kill_sessions=True).server_problems(_ctx(site, []))
     assert "ALTER SYSTEM" in problems[2]
     assert all(c.kind != "execute" or c.sql.startswith("SELECT") for c in fake_oracle.calls)
 
 
-def test_host_problems_cannot_connect(fake_oracle: FakeOracle, site) -> None:
+def test_server_problems_cannot_connect(fake_oracle: FakeOracle, site) -> None:
     fake_oracle.fail("connect", "ORA-12541: TNS:no listener")
-    problems = _step(fake_oracle, site).host_problems(_ctx(site, []))
+    problems = _step(fake_oracle, site).server_problems(_ctx(site, []))
     assert len(problems) == 1 and "cannot connect to Oracle localhost:1521/FREEPDB1" in problems[0]
 
 
@@ -843,6 +843,26 @@ def test_host_problems_local(fake_oracle: FakeOracle, site) -> None:
     assert "directory_path /nonexistent/work is not a directory here" in problems[2]
     assert PASSWORD not in "\n".join(problems)
     assert fake_oracle.calls == []
+
+
+def test_validate_host_asks_the_database_and_preflight_does_not(
+        fake_oracle: FakeOracle, tmp_path: Path, monkeypatch) -> None:
+    from engine.hostcheck import host_problems
+    from engine.policy import load_policy
+
+    source = tmp_path / "export" / "goc5dump.dmp"
+    source.parent.mkdir()
+    source.write_bytes(b"DUMP")
+    (tmp_path / "archive").mkdir()
+    policy = load_policy(_job_policy(tmp_path, source))
+    monkeypatch.setattr(import_oracle, "connect_factory", fake_oracle.connect)
+    fake_oracle.con_name = "CDB$ROOT"
+    assert not [p for p in host_problems(policy) if "import_oracle" in p]
+    assert fake_oracle.calls == []   # run, engage and restore never wait for the database
+    problems = [p for p in host_problems(policy, servers=True) if "import_oracle" in p]
+    assert len(problems) == 1 and "connected to the container root CDB$ROOT" in problems[0]
+    assert problems[0].startswith("jobs.import.steps[1] (import_oracle): import_oracle "
+                                  "localhost/FREEPDB1: ")
 
 
 def test_bad_names_are_refused() -> None:
