@@ -14,6 +14,11 @@ Log through `event(logger, "probe.failed", "production failed (3/30)", probe=...
 line carries a stable event name machines can match on. Fields whose names say they hold
 a secret (password, passwd, secret, token) are replaced by `***`: the engine never logs
 secret values on purpose; this is the net under that rule.
+
+Libraries' chatter (paramiko's "Connected (version 2.0, …)" and "Authentication …
+successful!" on every SFTP connection, of which a fetch makes more than one) is not an
+event of ours: below WARNING it is shown only with `-v`, at debug level, and each
+distinct line once per process.
 """
 from __future__ import annotations
 
@@ -107,6 +112,33 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str, sort_keys=False)
 
 
+# Loggers of libraries whose INFO lines are connection chatter, not events.
+CHATTY_LIBRARIES = ("paramiko",)
+
+
+class LibraryChatter(logging.Filter):
+    """Demotes the chatty libraries' lines below WARNING to DEBUG, drops them unless
+    `verbose`, and lets each distinct one through once."""
+
+    def __init__(self, verbose: bool) -> None:
+        super().__init__()
+        self.verbose = verbose
+        self._seen: set[tuple[str, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = record.name.split(".")[0]
+        if name not in CHATTY_LIBRARIES or record.levelno >= logging.WARNING:
+            return True
+        if not self.verbose:
+            return False
+        key = (record.name, record.getMessage())
+        if key in self._seen:
+            return False
+        self._seen.add(key)
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
 def stderr_is_journal(stream: TextIO | None = None) -> bool:
     """True when `stream` (stderr) is the journald stream systemd connected us to."""
     wanted = os.environ.get("JOURNAL_STREAM", "")
@@ -136,6 +168,7 @@ def setup_logging(fmt: str = "text", verbose: bool = False,
     else:
         handler.setFormatter(TextFormatter(verbose=verbose,
                                            syslog_prefix=stderr_is_journal(stream)))
+    handler.addFilter(LibraryChatter(verbose))
     handler._failover_engine = True  # type: ignore[attr-defined]  # marks ours for replacement
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "_failover_engine", False)]:

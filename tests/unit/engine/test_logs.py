@@ -93,3 +93,20 @@ def test_journal_stream_gets_syslog_priority_prefix(capture, tmp_path, monkeypat
     assert path.read_text() == "<3>error bad\n"
     monkeypatch.setenv("JOURNAL_STREAM", "1:2")
     assert not stderr_is_journal(capture)
+
+
+def test_paramiko_connection_chatter_is_debug_and_logged_once(capture):
+    chatter = logging.getLogger("paramiko.transport")
+    setup_logging("text", verbose=False, stream=capture)
+    chatter.info("Connected (version 2.0, client OpenSSH_9.2p1)")
+    chatter.warning("Unknown exception: boom")  # a library's warning still shows
+    assert capture.getvalue().splitlines() == ["warning Unknown exception: boom"]
+
+    verbose = io.StringIO()
+    setup_logging("text", verbose=True, stream=verbose)
+    for _ in range(2):  # a fetch connects more than once (plan, then apply)
+        chatter.info("Connected (version 2.0, client OpenSSH_9.2p1)")
+        chatter.info("Authentication (publickey) successful!")
+    assert verbose.getvalue().splitlines() == [
+        "debug Connected (version 2.0, client OpenSSH_9.2p1)",
+        "debug Authentication (publickey) successful!"]
