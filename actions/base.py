@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -109,6 +110,10 @@ class Context:
     work_dir: Path | None = None
     previous_output: Any = None
     previous_output_pending: bool = False
+    # `swap_guard(database)`: a context manager a step holds while it changes a standby's
+    # live data; it refuses (StepError) when the standby may serve users. Jobs provide it
+    # (engine/jobs.py); None: the step uses engine.standby.swap_permit itself.
+    swap_guard: Callable[[str], AbstractContextManager[None]] | None = None
 
     def path(self, value: str | Path) -> Path:
         """A path from the step's options: relative ones are relative to the policy file's

@@ -62,11 +62,15 @@ from actions.mariadb_dumpfile import (
     index_dump,
     read_trailer,
 )
-from actions.mariadb_load import TRANSIENT, Loader, LoadError, replay_objects
+from actions.mariadb_load import TRANSIENT, Loader, LoadError
+from actions.mariadb_swap import Swap, SwapJournal
 from actions.mysql_options import ClientOptions, connect, read_options
 from engine.durations import format_duration
 from engine.errors import StepError
+from engine.standby import swap_permit
 
+# Seconds the swap's DDL waits for readers' metadata locks before it gives up (retryable).
+SWAP_LOCK_WAIT = 300
 NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,55}$")  # leaves room for the _previous suffix (64 max)
 
 
@@ -213,6 +217,7 @@ class ImportMariadb:
                 f" {self.staging}, {self.parallel} at a time")
         admin = connect(options)
         try:
+            self._recover(ctx, admin)
             self._fresh_staging(admin)
         finally:
             admin.close()
@@ -222,9 +227,11 @@ class ImportMariadb:
             # A new connection for the swap: a long load may outlive an idle one.
             admin = connect(options)
             try:
-                counts = self._verify(admin, path)
-                before = base_tables(admin, self.database)
-                self._swap(admin, index, counts)
+                # Right before the swap, under the standby lock: is live still ours to change?
+                with self._guard(ctx):
+                    counts = self._verify(admin, path)
+                    before = base_tables(admin, self.database)
+                    self._swap(ctx, admin, index, counts, path)
             finally:
                 with contextlib.suppress(Exception):
                     admin.close()
@@ -233,7 +240,10 @@ class ImportMariadb:
             raise StepError(f"import of {path} into {self.staging} failed: {exc}; live"
                             f" {self.database} unchanged", retryable=exc.transient) from None
         except Exception as exc:
-            self._drop_staging(ctx)
+            # A half-done swap's journal decides from staging's tables whether the RENAME
+            # happened: staging must stay until the next run has finished or undone it.
+            if not SwapJournal(ctx.state_dir, self.database).path.exists():
+                self._drop_staging(ctx)
             raise _as_step_error(exc, f"import of {path} into {self.staging}") from None
         data = completed.astimezone(UTC).isoformat() if completed else None
         age = data_age(completed)
@@ -306,75 +316,47 @@ class ImportMariadb:
                             " unchanged")
         return counts
 
-    def _swap(self, admin: Any, index: DumpIndex, counts: dict[str, int]) -> None:
-        """One RENAME TABLE for every table; objects dropped before it and recreated after."""
-        db, staging, previous = quote(self.database), quote(self.staging), quote(self.previous)
-        live_triggers: list[tuple[str, str, str, str]] = []
-        try:
-            if not database_exists(admin, self.database):
-                charset = _charset_clause(admin, self.staging)
-                _rows(admin, f"CREATE DATABASE {db}{charset}")
-            live_tables = base_tables(admin, self.database)
-            for (name,) in _rows(admin, "SELECT trigger_name FROM information_schema.triggers"
-                                 " WHERE trigger_schema = %s", (self.staging,)):
-                _rows(admin, f"DROP TRIGGER {staging}.{quote(name)}")
-            # Live triggers also block the rename of live tables (1435): keep their text
-            # to put them back if the rename fails.
-            for (name,) in _rows(admin, "SELECT trigger_name FROM information_schema.triggers"
-                                 " WHERE trigger_schema = %s", (self.database,)):
-                row = _rows(admin, f"SHOW CREATE TRIGGER {db}.{quote(name)}")[0]
-                live_triggers.append((row[0], row[1], row[2], row[3]))
-            charset = _charset_clause(admin, self.database)
-            _rows(admin, f"DROP DATABASE IF EXISTS {previous}")
-            _rows(admin, f"CREATE DATABASE {previous}{charset}")
-            for name, *_ in live_triggers:
-                _rows(admin, f"DROP TRIGGER {db}.{quote(name)}")
-            pairs = [f"{db}.{quote(t)} TO {previous}.{quote(t)}" for t in live_tables]
-            pairs += [f"{staging}.{quote(t)} TO {db}.{quote(t)}" for t in counts]
-            _rows(admin, "RENAME TABLE " + ", ".join(pairs))
-        except Exception as exc:
-            self._restore_triggers(admin, live_triggers)
-            raise _as_step_error(exc, f"swapping {self.staging} into {self.database}") from None
-        # The tables are live now; put the objects that cannot be renamed in place.
-        try:
-            self._drop_live_objects(admin)
-            admin.select_db(self.database)
-            replay_objects(admin, index, f"database {self.database} after the swap")
-            with contextlib.suppress(Exception):
-                _rows(admin, f"DROP DATABASE IF EXISTS {staging}")
-        except LoadError as exc:
-            raise StepError(
-                f"swapped the tables into {self.database}, but recreating its views/triggers/"
-                f"routines failed: {exc}; previous tables are in {self.previous}",
-                retryable=exc.transient) from None
-        except Exception as exc:
-            raise _as_step_error(exc, f"recreating objects in {self.database}") from None
+    def _guard(self, ctx: Context) -> contextlib.AbstractContextManager[None]:
+        """The permission to change live: the job's guard, else the standby lock and the
+        state directory's evidence (engine/standby.py), so a step run alone is safe too."""
+        if ctx.swap_guard is not None:
+            return ctx.swap_guard(self.database)
+        return swap_permit(ctx.state_dir, ctx.policy, role=f"import_mariadb {self.database}",
+                           stop=ctx.should_stop)
 
-    def _drop_live_objects(self, admin: Any) -> None:
-        db = quote(self.database)
-        for (name,) in _rows(admin, "SELECT table_name FROM information_schema.views"
-                             " WHERE table_schema = %s", (self.database,)):
-            _rows(admin, f"DROP VIEW IF EXISTS {db}.{quote(name)}")
-        for name, kind in _rows(admin, "SELECT routine_name, routine_type FROM"
-                                " information_schema.routines WHERE routine_schema = %s",
-                                (self.database,)):
-            _rows(admin, f"DROP {kind} IF EXISTS {db}.{quote(name)}")
-        for (name,) in _rows(admin, "SELECT event_name FROM information_schema.events"
-                             " WHERE event_schema = %s", (self.database,)):
-            _rows(admin, f"DROP EVENT IF EXISTS {db}.{quote(name)}")
-
-    def _restore_triggers(self, admin: Any, saved: list[tuple[str, str, str, str]]) -> None:
-        if not saved:
+    def _recover(self, ctx: Context, admin: Any) -> None:
+        """Finish or undo a swap a killed run left half-done (actions/mariadb_swap.py)."""
+        journal = SwapJournal(ctx.state_dir, self.database)
+        if not journal.path.exists():
             return
-        with contextlib.suppress(Exception):
-            admin.select_db(self.database)
-            for name, sql_mode, statement, charset in saved:
-                if _rows(admin, "SELECT 1 FROM information_schema.triggers WHERE"
-                         " trigger_schema = %s AND trigger_name = %s", (self.database, name)):
-                    continue
-                _rows(admin, "SET SESSION sql_mode = %s", (sql_mode,))
-                _rows(admin, f"SET SESSION character_set_client = {charset}")
-                _rows(admin, statement)
+        try:
+            with self._guard(ctx):
+                done = Swap(admin, self.database, journal, ctx.log).recover()
+        except Exception as exc:
+            raise _as_step_error(exc, f"recovering the interrupted swap into {self.database}"
+                                 f" ({journal.path})") from None
+        if done:
+            ctx.log(done)
+
+    def _swap(self, ctx: Context, admin: Any, index: DumpIndex, counts: dict[str, int],
+              path: Path) -> None:
+        """One RENAME for every table, journalled; live checked against the manifest."""
+        # A RENAME waits for readers' metadata locks; bound the wait so the standby lock
+        # (which an engage may be waiting for) is never held for long.
+        _rows(admin, f"SET SESSION lock_wait_timeout = {SWAP_LOCK_WAIT}")
+        swap = Swap(admin, self.database, SwapJournal(ctx.state_dir, self.database), ctx.log)
+        try:
+            swap.run(index, list(counts), path)
+        except StepError:
+            raise
+        except Exception as exc:
+            if not swap.journal.path.exists():
+                raise _as_step_error(exc, f"swapping {self.staging} into {self.database}"
+                                     " (live unchanged)") from None
+            error = _as_step_error(exc, f"swapping {self.staging} into {self.database}")
+            raise StepError(f"{error}; the swap is half-done and journalled in"
+                            f" {swap.journal.path}: the next run completes or undoes it",
+                            retryable=error.retryable) from None
 
 
 def _as_step_error(exc: Exception, doing: str) -> StepError:

@@ -231,11 +231,16 @@ class Swap:
             rows(self.admin, f"DROP TRIGGER {staging}.{quote(name)}")
         saved = self._live_triggers()
         self.journal.data = {}
-        self.journal.write(
-            phase="prepared", database=self.database, started=_now(), pid=os.getpid(),
-            dump=str(dump), live_tables=live_tables, new_tables=sorted(new_tables),
-            live_triggers=saved, manifest=asdict(manifest),
-            objects=_encode(s for s in index.rest if s.kind in OBJECT_KINDS))
+        try:
+            self.journal.write(
+                phase="prepared", database=self.database, started=_now(), pid=os.getpid(),
+                dump=str(dump), live_tables=live_tables, new_tables=sorted(new_tables),
+                live_triggers=saved, manifest=asdict(manifest),
+                objects=_encode(s for s in index.rest if s.kind in OBJECT_KINDS))
+        except OSError as exc:  # e.g. a full disk: without a journal there is no swap
+            self.journal.remove()
+            raise StepError(f"cannot write the swap journal {self.journal.path}:"
+                            f" {exc.strerror or exc}; live {self.database} unchanged") from None
         try:
             charset = charset_clause(self.admin, self.database)
             rows(self.admin, f"DROP DATABASE IF EXISTS {previous}")
@@ -250,7 +255,8 @@ class Swap:
             if self._restore_triggers(saved):
                 self.journal.remove()  # live is as it was
             raise
-        self.journal.write(phase="renamed", renamed=_now())
+        with contextlib.suppress(OSError):  # "prepared" serves the recovery as well
+            self.journal.write(phase="renamed", renamed=_now())
         pause_point("after-rename")
         self._complete(manifest)
         return manifest
@@ -275,7 +281,8 @@ class Swap:
         """Live against the manifest; on a mismatch the journal says `damaged` and this raises."""
         problems = manifest_problems(manifest, live_manifest(self.admin, self.database))
         if problems:
-            self.journal.write(phase="damaged", problems=problems, checked=_now())
+            with contextlib.suppress(OSError):  # the journal stays either way: CRITICAL
+                self.journal.write(phase="damaged", problems=problems, checked=_now())
             raise StepError(f"live {self.database} does not match the dump after the swap: "
                             f"{', '.join(problems[:10])}; the previous tables are in"
                             f" {self.previous}; the next run retries the swap")

@@ -47,6 +47,7 @@ COMMANDS = {
     "engage": "operate:engage_main",
     "restore": "operate:restore_main",
     "reset": "operate:reset_main",
+    "repair-state": "repair_state:main",
     "pause": "operate:pause_main",
     "resume": "operate:resume_main",
     "status": "status:main",
@@ -191,6 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
                    description="Leave `aborted` after fixing what made a step fail, and clear "
                    "the failure count (the next failed probe starts again from 1). Refused "
                    "(exit 1) in any other state.")
+    p = sub.add_parser("repair-state", help="rebuild a missing or damaged state file from "
+                       "the evidence", description="Conclude the engine's state from the "
+                       "evidence (engage lock, parked cron file, the state file's journal, the "
+                       "audit log, DNS as read now, the paused file) and show it. Without "
+                       "--yes nothing is written (exit 1 when the state file would change); "
+                       "with --yes the state file is written atomically (no monitor may run).")
+    p.add_argument("--yes", action="store_true",
+                   help="write the state the evidence supports (default: only show it)")
     p = sub.add_parser("pause", help="maintenance mode: probes run, nothing engages",
                        description="Enter maintenance mode: the `paused` switch file in the "
                        "state dir holds it across restarts; probes keep running and are "

@@ -7,6 +7,7 @@ after a restore, and mails the admins on every transition that needs a human.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from datetime import timedelta
@@ -113,7 +114,8 @@ class Engine:
         """After a crash: continue an engage or restore where its journal stopped."""
         if self.record.state == State.ENGAGING:
             log.warning("an engage was interrupted; resuming it at its first unfinished step")
-            return self._run_engage()
+            with self._standby_lock():
+                return self._run_engage()
         if self.record.state == State.RESTORING:
             log.warning("a restore was interrupted; resuming it at its first unfinished step")
             return self._run_restore()
@@ -121,18 +123,55 @@ class Engine:
 
     def engage(self, *, manual: bool) -> RunReport:
         """Engage the failover now (`manual`: by an operator, so the hold-down does not apply)."""
-        if self.record.state == State.ENGAGING:
-            return self._run_engage()
-        if not manual and self.held_down():
+        if self.record.state != State.ENGAGING and not manual and self.held_down():
             raise FailoverError(
                 f"policy {self.policy.name}: automatic engage blocked by the hold-down until "
                 f"{self.record.hold_down_until}; use `engage --now` to override")
-        self.lifecycle.fire(Trigger.ENGAGE)
-        return self._run_engage()
+        # Before its first step, engage holds the standby lock (engine/standby.py): a swap
+        # in progress finishes first (seconds), and an import still loading is refused at
+        # its swap, because from here on the state says engaging.
+        with self._standby_lock():
+            if self.record.state != State.ENGAGING:
+                try:
+                    self.lifecycle.fire(Trigger.ENGAGE)
+                except OSError as exc:  # the state file could not say `engaging`
+                    raise FailoverError(
+                        f"engage not started: cannot write {exc.filename or self.store.path}:"
+                        f" {exc.strerror or exc}; nothing was changed; free space, then run"
+                        " `failover-engine engage --now` again") from None
+            return self._run_engage()
+
+    def _standby_lock(self) -> contextlib.AbstractContextManager[None]:
+        from engine.standby import ENGAGE_WAIT, hold_standby_lock
+
+        return hold_standby_lock(self.policy.state_dir, "engage", wait=ENGAGE_WAIT,
+                                 stop=self.stop.is_set)
 
     def _run_engage(self) -> RunReport:
-        report = self.runner.run("engage", self.policy.engage)
-        return self._finish(report, Trigger.ENGAGED)
+        try:
+            report = self.runner.run("engage", self.policy.engage)
+            return self._finish(report, Trigger.ENGAGED)
+        except OSError as exc:
+            self._stopped_by_disk(exc)
+            raise  # not reached: _stopped_by_disk raises
+
+    def _stopped_by_disk(self, exc: OSError) -> None:
+        """A write failed mid-run (a full disk): abort with one line, keep the journal so
+        the run resumes where it stopped once there is room."""
+        what = exc.filename or "a file in the state directory"
+        reason = (f"engage stopped: cannot write {what}: {exc.strerror or exc}; free space,"
+                  " then `failover-engine reset` and `engage --now` (or restart the monitor)"
+                  " resume it at its first unfinished step")
+        self.record.aborted_reason = reason
+        try:
+            if self.record.state == State.ENGAGING:
+                self.lifecycle.fire(Trigger.ABORT)
+        except OSError:
+            reason = (f"engage stopped: cannot write {what}: {exc.strerror or exc}; the state"
+                      " file still says engaging, so once there is room `engage --now` or a"
+                      " monitor start resumes it at its first unfinished step")
+        log.error("%s", reason)
+        raise FailoverError(reason) from None
 
     def restore(self) -> RunReport:
         """Run the restore steps (from engaged, or to roll back an aborted run)."""

@@ -239,7 +239,11 @@ class Monitor:
                         "blocks automatic engage until %s", engine.record.hold_down_until)
             return
         log.warning("the outage is prolonged (%s); engaging the failover", line)
-        engine.engage(manual=False)
+        try:
+            engine.engage(manual=False)
+        except FailoverError as exc:  # standby lock not had in time, a full disk: say so
+            log.error("automatic engage did not run to its end: %s", exc)
+            engine.record.last_outcome = f"engage failed: {exc}"
 
     def _remind(self) -> None:
         record = self.engine.record

@@ -87,7 +87,7 @@ class StatePaths:
 
     @property
     def standby_lock(self) -> Path:
-        """`jobs/standby.lock`: flock that orders engage and an import's swap (engine/standby.py)."""
+        """`jobs/standby.lock`: flock ordering engage and an import's swap (engine/standby.py)."""
         return self.jobs_dir / "standby.lock"
 
     @property

@@ -25,6 +25,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,8 +140,10 @@ class Runner:
         secret: Callable[[str], Path] | None = None,
         stop: threading.Event | None = None,
         sleep: Callable[[float], None] | None = None,
+        swap_guard: Callable[[str], AbstractContextManager[None]] | None = None,
     ) -> None:
         self.policy = policy
+        self.swap_guard = swap_guard  # jobs: see Context.swap_guard
         self.store = store
         self.record = record
         self.stop = stop or threading.Event()
@@ -224,6 +227,14 @@ class Runner:
             result = (self._plan_only(index, step, ctx) if dry_run
                       else self._execute(phase, index, step, ctx))
             report.steps.append(result)
+            if result.status == "failed" and not dry_run and self.stop.is_set():
+                # A step that gave up because we are shutting down (SIGTERM during
+                # wait_dns) did not fail: its progress is journalled and the next start
+                # resumes it, so the run is interrupted, not aborted.
+                report.interrupted = True
+                log.warning("%s: step %d %s stopped by the shutdown; the journal resumes it"
+                            " at the next start", phase, index + 1, step.name)
+                return report
             if result.status == "failed":
                 report.failed = result
                 if journal is not None:
@@ -275,6 +286,7 @@ class Runner:
             work_dir=work_dir,
             previous_output=previous,
             previous_output_pending=pending,
+            swap_guard=self.swap_guard,
         )
 
     def _plan_only(self, index: int, step: Step, ctx: Context) -> StepReport:

@@ -38,6 +38,7 @@ _TIMESTAMP = re.compile(
 )
 _LEVEL = re.compile(r"^(DEBUG|INFO|NOTICE|WARNING|WARN|ERROR|CRITICAL|FATAL)\b:?\s*(.*)$", re.I)
 _FAILURE_LEVELS = {"ERROR", "CRITICAL", "FATAL"}
+_SWAP_MARK = re.compile(r"^NOTICE:\s+swap into (\S+) (started|finished)\b")
 # The Oracle script's run header: "==============Updating Log <date(1) output> =========".
 _HEADER = re.compile(r"^=+\s*Updating Log\s+(.*?)\s*=*$", re.I)
 _DATE1_FORMATS = ("%a %b %d %H:%M:%S %Z %Y", "%a %d %b %Y %H:%M:%S %Z")
@@ -66,6 +67,9 @@ class StatusLog:
     last_success: LogOutcome | None
     last_outcome: LogOutcome | None
     run_open: bool  # a run started after the last outcome and has not reported yet
+    # Databases whose swap began (`NOTICE: swap into DB started`) with no `finished` line
+    # after it: the importer died mid-swap and live may be half-swapped (import_mariadb).
+    open_swaps: tuple[str, ...] = ()
 
     @property
     def last_success_time(self) -> datetime | None:
@@ -123,6 +127,7 @@ def parse_lines(lines: Iterable[str], *, path: Path | None = None,
     run_open = False
     count = 0
     undated_tail: LogOutcome | None = None
+    swaps: dict[str, int] = {}
     for count, raw in enumerate(lines, start=1):
         line = raw.strip()
         if not line:
@@ -134,6 +139,12 @@ def parse_lines(lines: Iterable[str], *, path: Path | None = None,
         if stamp is not None:
             run_time = stamp
             rest = rest.strip()
+            if marker := _SWAP_MARK.match(rest):
+                if marker.group(2) == "started":
+                    swaps[marker.group(1)] = count
+                else:
+                    swaps.pop(marker.group(1), None)
+                continue
             level = _LEVEL.match(rest)
             if not rest:
                 run_open = True  # Oracle style: a bare timestamp opens a run
@@ -163,7 +174,7 @@ def parse_lines(lines: Iterable[str], *, path: Path | None = None,
     if undated_tail is not None and fallback_time is not None and last_success is undated_tail:
         last_success = LogOutcome(True, fallback_time, undated_tail.line_no, undated_tail.text)
         last_outcome = last_success
-    return StatusLog(path, count, last_success, last_outcome, run_open)
+    return StatusLog(path, count, last_success, last_outcome, run_open, tuple(sorted(swaps)))
 
 
 def read_status_log(path: str | Path) -> StatusLog:
@@ -217,3 +228,25 @@ def write_outcome(path: str | Path, ok: bool, reason: str = "",
             "(check that its directory exists and is writable by the engine's user)"
         ) from None
     return line
+
+
+def write_note(path: str | Path, level: str, text: str, now: datetime | None = None) -> str:
+    """Append a line that is no run outcome (`WARNING: …`, `NOTICE: …`): readers of the log
+    (`check dump-age`, the engage gate) skip it, so a refused run or a failed archive after
+    a good import never reads as a failed import. Returns the line."""
+    stamp = _aware(now).astimezone(UTC).strftime(TIME_FORMAT)
+    body = " | ".join(part.strip() for part in text.splitlines() if part.strip()) or "-"
+    body = re.sub(re.escape(OK_TEXT), "completed-ok", body, flags=re.I)[:_MAX_REASON]
+    line = f"{stamp} {level}: {body}"
+    try:
+        append_line(path, line)
+    except OSError as error:
+        raise StatusLogError(f"cannot append to status log {path}: {error.strerror or error}"
+                             ) from None
+    return line
+
+
+def write_swap_mark(path: str | Path, database: str, finished: bool) -> str:
+    """`NOTICE: swap into DB started` before a swap, `… finished` once live is whole again."""
+    word = "finished (live checked against the dump)" if finished else "started"
+    return write_note(path, "NOTICE", f"swap into {database} {word}")

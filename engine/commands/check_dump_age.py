@@ -135,16 +135,21 @@ def _import_age(args: argparse.Namespace, now: datetime) -> tuple[float, str]:
     if getattr(args, "log", None):
         path = Path(args.log)
     else:
-        _, job = _policy_job(args)
+        policy, job = _policy_job(args)
         if job.status_log is None:
             raise _Verdict(UNKNOWN, f"job {job.name!r} has no status_log; give --log FILE")
         path = Path(job.status_log)
+        _live_whole(policy.state_dir)
     try:
         log = read_status_log(path)
     except StatusLogError as error:
         # Unreadable for this user is not a stale import: the check cannot know (UNKNOWN).
         raise _Verdict(UNKNOWN if _denied(error) else CRITICAL,
                        str(error) + (_PERMISSION_HINT if _denied(error) else "")) from None
+    if log.open_swaps:
+        raise _Verdict(CRITICAL, f"{path}: the swap into {', '.join(log.open_swaps)} began and"
+                                 " never finished: live may be half-swapped; the next import"
+                                 " completes or undoes it")
     if log.last_success is None:
         raise _Verdict(CRITICAL, f"{path}: no `completed ok` in the log: the import has never "
                                  "succeeded (see the ERROR lines in the log)")
@@ -159,6 +164,15 @@ def _import_age(args: argparse.Namespace, now: datetime) -> tuple[float, str]:
     return age, detail
 
 
+def _live_whole(state_dir: str | Path) -> None:
+    """CRITICAL when a swap journal says live is half-swapped or does not match its dump."""
+    from engine.standby import half_done_swaps
+
+    damage = half_done_swaps(state_dir)
+    if damage:
+        raise _Verdict(CRITICAL, "; ".join(damage))
+
+
 def _data_age(args: argparse.Namespace, now: datetime) -> tuple[float, str]:
     from engine.statuslog import parse_time
 
@@ -166,6 +180,7 @@ def _data_age(args: argparse.Namespace, now: datetime) -> tuple[float, str]:
     if not (state_dir and job_name):
         policy, job = _policy_job(args)
         state_dir, job_name = state_dir or policy.state_dir, job.name
+    _live_whole(state_dir)
     record = StatePaths(Path(state_dir)).job_record(job_name)
     try:
         data = json.loads(record.read_text(encoding="utf-8"))

@@ -21,6 +21,7 @@ from engine.jobrecords import data_age, read_job_records
 from engine.metrics import probe_result
 from engine.paths import StatePaths
 from engine.policy import Policy
+from engine.standby import half_done_swaps
 from engine.state import EngineState, StateStore, isotime, parse_isotime, utcnow
 from engine.states import ARMED, State
 
@@ -148,6 +149,8 @@ def collect(policy: Policy, store: StateStore, state: EngineState,
         "last_run": run_summary(state.last_run, current=False),
         "counts": {"engages": state.counts.get("engages", 0),
                    "restores": state.counts.get("restores", 0)},
+        # CRITICAL lines: a MariaDB swap left half-done or live not matching its dump.
+        "live_data_problems": half_done_swaps(state_dir),
     }
 
 
@@ -163,6 +166,8 @@ def render_text(data: dict[str, Any], now: datetime) -> str:
         lines.append(f"DISARMED since {data['disarmed_since']}: {data['disarmed']}")
     if data["paused"]:
         lines.append(f"paused: yes ({data['paused_reason'] or 'no reason given'})")
+    for problem in data.get("live_data_problems") or []:
+        lines.append(f"live data: CRITICAL: {problem}")
     if data["aborted_reason"]:
         lines.append(f"aborted: {data['aborted_reason']} (fix it, then `failover-engine reset`)")
     if data["state"] in ARMED:
