@@ -88,14 +88,22 @@ def _tls_error(exc: BaseException, *, client_cert: bool = False) -> str:
         for alert, meaning in _CLIENT_CERT_ALERTS.items():
             if alert in reason.upper():
                 return f"TLS: {meaning} (alert {alert.lower().replace('_', ' ')})"
-        if client_cert and (isinstance(exc, ssl.SSLEOFError) or "EOF" in reason.upper()):
-            return ("TLS: the server rejected our client certificate (it closed the "
-                    "connection after the handshake without a response)")
+        if isinstance(exc, ssl.SSLEOFError) or "EOF" in reason.upper():
+            return _closed_after_handshake(client_cert, "closed")
         return f"TLS: {reason}"
-    if client_cert and isinstance(exc, ConnectionResetError | BrokenPipeError):
-        return ("TLS: the server rejected our client certificate (it reset the connection "
-                "after the handshake)")
+    if isinstance(exc, ConnectionResetError | BrokenPipeError):
+        return _closed_after_handshake(client_cert, "reset")
     return f"TLS: {getattr(exc, 'strerror', None) or exc}"
+
+
+def _closed_after_handshake(client_cert: bool, how: str) -> str:
+    """A server that drops the connection right after the handshake, without an alert:
+    with TLS 1.3 that is how many reject a client certificate (or the lack of one)."""
+    if client_cert:
+        return (f"TLS: the server rejected our client certificate (it {how} the connection "
+                "after the handshake without an alert)")
+    return (f"TLS: the server requires a client certificate, probably (it {how} the "
+            "connection after the handshake without an alert; this probe presents none)")
 
 
 def _left(deadline: float) -> float:
@@ -332,8 +340,8 @@ class HttpProbe:
             # With TLS 1.3 a rejected client certificate shows up only when we read.
             return False, _tls_error(exc, client_cert=bool(self.client_cert))
         except ConnectionResetError as exc:
-            if self.tls and self.client_cert:
-                return False, _tls_error(exc, client_cert=True)
+            if self.tls:
+                return False, _tls_error(exc, client_cert=bool(self.client_cert))
             return False, f"connection closed before a response: {exc.strerror or exc}"
         except (ConnectionError, http.client.HTTPException, OSError) as exc:
             reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
