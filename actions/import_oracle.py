@@ -46,10 +46,10 @@ INI file
 
 or a single line `user/password@dsn` (sqlplus style). The user needs the role
 DATAPUMP_IMP_FULL_DATABASE and CREATE ANY DIRECTORY, DROP USER, ANALYZE ANY (statistics),
-SELECT ANY TABLE (row counts), SELECT ANY DICTIONARY (DBA_ and GV$ views); with
-`kill_sessions` also ALTER USER and ALTER SYSTEM. The dump must be readable, and its
-directory writable, by the database server's OS user through `directory_path` (default:
-the dump's directory as seen from here).
+SELECT ANY TABLE (row counts), SELECT ANY DICTIONARY or SELECT_CATALOG_ROLE (DBA_ and GV$
+views); with `kill_sessions` also ALTER USER and ALTER SYSTEM. The dump must be
+readable, and its directory writable, by the database server's OS user through
+`directory_path` (default: the dump's directory as seen from here).
 
 No Oracle server runs in CI: the tests drive this module through a fake at the DB-API
 boundary (tests/fixtures/fake_oracle.py) that checks binds, package calls and job states

@@ -213,7 +213,7 @@ def test_status_is_modelled_not_null(fake: FakeOracle, tmp_path) -> None:
              "DBMS_DATAPUMP.KU$_STATUS_JOB_ERROR + DBMS_DATAPUMP.KU$_STATUS_JOB_STATUS, "
              "timeout => 0, job_state => job_state, status => sts); :state := job_state; "
              ":percent := sts.job_status.percent_done; "
-             "OPEN :entries FOR SELECT errorNumber, LogText FROM TABLE(sts.error); END;")
+             "OPEN :entries FOR SELECT e.errorNumber, e.LogText FROM TABLE(sts.error) e; END;")
     outs = {"state": str, "percent": int, "entries": oracledb.DB_TYPE_CURSOR}
     first = _run(connection, block, {"handle": handle}, outs)
     assert (first["state"], first["percent"]) == ("EXECUTING", 10)
