@@ -170,8 +170,7 @@ class Engine:
             reason = (f"engage stopped: cannot write {what}: {exc.strerror or exc}; the state"
                       " file still says engaging, so once there is room `engage --now` or a"
                       " monitor start resumes it at its first unfinished step")
-        log.error("%s", reason)
-        raise FailoverError(reason) from None
+        raise FailoverError(reason) from None  # the caller says it once (CLI or monitor)
 
     def restore(self) -> RunReport:
         """Run the restore steps (from engaged, or to roll back an aborted run)."""

@@ -294,9 +294,12 @@ class StateStore:
                     f"{self.lock_path}: another failover-engine holds this policy's lock "
                     f"({holder}); stop it first, or use pause/resume/status alongside it"
                 ) from None
-            os.ftruncate(fd, 0)
             record = LockHolder(os.getpid(), role, isotime())
-            os.pwrite(fd, record.to_json().encode(), 0)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, record.to_json().encode(), 0)
+            except OSError:  # a full disk: the flock is what counts; the text only informs
+                pass
             yield
         finally:
             os.close(fd)  # closing drops the flock
