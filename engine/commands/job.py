@@ -15,5 +15,11 @@ def main(args: argparse.Namespace) -> int:
     if result.ok:
         print(f"job {args.name}: completed ok")
         return 0
-    print(f"job {args.name}: ERROR: {result.reason}")
+    failed = result.report.failed if result.report is not None else None
+    if failed is not None and not result.refused:
+        # The runner has just logged this step's error: say where, not the same text again.
+        print(f"job {args.name}: ERROR: step {failed.index + 1} ({failed.step.name}) failed "
+              "(the reason is on the line above and in the job's status log)")
+    else:
+        print(f"job {args.name}: ERROR: {result.reason}")
     return 1

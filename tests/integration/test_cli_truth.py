@@ -284,3 +284,28 @@ def test_a_restore_following_a_monitor_that_dies_exits_1(tmp_path, listener, mon
     assert f"the monitor (pid {monitor.proc.pid}, run" in err
     assert "stopped before it answered the restore request" in err
     assert "reached state restoring" in err and "1 steps done" in err
+
+
+def test_a_failed_jobs_error_is_printed_once(tmp_path, listener):
+    policy = write_policy(tmp_path, f"""
+        production:
+          tcp: {{host: 127.0.0.1, port: {listener}, timeout: 1s}}
+    """, guards="[]")
+    policy.write_text(policy.read_text() + f"""\
+jobs:
+  tick:
+    status_log: {tmp_path}/tick.log
+    steps:
+      - command: {{argv: ["/bin/false"]}}
+""")
+    job = cli(policy, "job", "tick")
+    assert job.returncode == 1
+    terminal = job.stdout + job.stderr
+    assert terminal.count("exited 1 (expected 0)") == 1, terminal
+    assert "job tick: ERROR: step 1 (command) failed" in job.stdout
+    assert "exited 1 (expected 0)" in (tmp_path / "tick.log").read_text()  # the full reason
+    (tmp_path / "lock" / "engaged").write_text("")
+    refused = cli(policy, "job", "tick")
+    assert refused.returncode == 1
+    terminal = refused.stdout + refused.stderr
+    assert terminal.count("refused:") == 1, terminal
