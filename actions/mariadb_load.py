@@ -207,7 +207,7 @@ class Loader:
             if failure is not None:
                 self.cancel.set()
                 wait(futures)
-                errors = [f.exception() for f in futures if f.exception()]
+                errors = [e for f in futures if (e := f.exception()) is not None]
                 real = [e for e in errors if not isinstance(e, Cancelled)]
                 raise (real or errors)[0]
         conn = self.connect()

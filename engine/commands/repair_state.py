@@ -169,8 +169,9 @@ def main(args: argparse.Namespace) -> int:
     _files(policy, evidence)
     run = old.get("run")
     if isinstance(run, dict) and run.get("phase") in ("engage", "restore"):
-        steps = run.get("steps") if isinstance(run.get("steps"), dict) else {}
-        evidence.note(f"state file journal: a {run['phase']} run with {len(steps)} steps done",
+        steps = run.get("steps")
+        done = len(steps) if isinstance(steps, dict) else 0
+        evidence.note(f"state file journal: a {run['phase']} run with {done} steps done",
                       engaged=run["phase"] == "engage")
     _audit(policy, evidence)
     _dns(policy, evidence)
