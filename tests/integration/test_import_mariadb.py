@@ -375,3 +375,14 @@ def test_plan_names_an_unreachable_server(mariadb, source_dump, tmp_path):
     options.chmod(0o600)
     plan = importer(source_dump).plan(make_ctx(tmp_path, options))
     assert plan.problem and "cannot connect" in plan.problem and "127.0.0.1:" in plan.problem
+
+
+def test_the_step_alone_refuses_to_swap_into_a_standby_that_may_serve(mariadb, live,
+                                                                      source_dump, tmp_path):
+    """Without a job's guard the step checks the state directory itself (engine/standby.py)."""
+    (tmp_path / "engage.lock").write_text("{}")
+    with pytest.raises(StepError, match="refused before the swap: the engage lock") as info:
+        importer(source_dump).apply(make_ctx(tmp_path, mariadb.option_file))
+    assert "live was left unchanged" in str(info.value)
+    assert_untouched(mariadb, live)
+    assert not (tmp_path / "swap" / f"{LIVE}.json").exists()
