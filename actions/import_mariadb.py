@@ -28,8 +28,14 @@ What it does, in order; the live database is never touched until the last step:
    The old live tables stay in `<database>_previous` until the next success. Triggers
    block a cross-schema rename (error 1435), so they are dropped before the rename and
    recreated after it, as are views, routines and events, which cannot move between
-   schemas.
-On failure the staging database is dropped and the live database is as it was.
+   schemas. The swap runs under the standby's permission (`ctx.swap_guard`, else
+   `engine.standby.swap_permit`): it is refused, live untouched, when the standby serves
+   or may (an engage began while the load ran). It is journalled
+   (actions/mariadb_swap.py): a run killed mid-swap is completed or rolled back by the
+   next run before anything else, and after every swap live's tables, views, triggers,
+   routines and events are checked against the dump's manifest (a mismatch fails the step
+   and leaves the journal, which status and check dump-age report as CRITICAL).
+On failure before the swap the staging database is dropped and live is as it was.
 The step's output is the dump file it imported, so a following `archive` keeps it. In a
 dry-run whose fetch/unzip have not run yet, the plan checks the option file and the
 server now and the dump once it exists.

@@ -217,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("job", help="run one job now (what cron calls)",
                        description="Run the named job's steps. Honours the job's pause_file, "
-                       "refuses while the failover is engaged (unless --force), never overlaps "
+                       "refuses while the standby serves or may serve (the state, the engage "
+                       "lock, the parked cron file; unless --force), never overlaps "
                        "itself, and appends `completed ok` or `ERROR: …` to its status_log.")
     p.add_argument("name", help="the job's name in the policy")
     p.add_argument("--force", action="store_true",
