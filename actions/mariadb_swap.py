@@ -34,6 +34,8 @@ from actions.mariadb_load import OBJECT_KINDS, execute
 from engine.errors import StepError
 from engine.fsutil import atomic_write, ensure_private_dir, fsync_dir
 from engine.paths import StatePaths
+from engine.safefile import FileRefused, read_limited
+from engine.standby import JOURNAL_MAX
 
 # The test suite sets this to `point=/path/marker` to stop a swap at `point` (writing the
 # marker and sleeping) so it can SIGKILL the importer there. Points: before-rename,
@@ -144,12 +146,13 @@ class SwapJournal:
         """The journal, or None when there is none. A damaged one is a StepError: what
         the interrupted swap did is then unknown and a person must look."""
         try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise StepError(f"swap journal {self.path}: cannot read it ({exc.strerror})"
-                            ) from None
+            text = read_limited(self.path, "swap_journal", JOURNAL_MAX, nofollow=True).decode(
+                "utf-8", errors="replace")
+        except FileRefused as exc:
+            if exc.missing:
+                return None
+            raise StepError(f"swap journal: {exc}; compare live with the dump by hand, then"
+                            " delete the journal") from None
         try:
             data = json.loads(text)
         except ValueError:

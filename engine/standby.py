@@ -43,6 +43,8 @@ log = logging.getLogger("failover_engine.standby")
 ENGAGE_WAIT = 600.0
 # How long an import waits for the lock (an engage run, or another job's swap).
 IMPORT_WAIT = 900.0
+# A swap journal holds the dump's object statements (views, triggers, routines): small.
+JOURNAL_MAX = 64 << 20
 
 
 class StandbyBusy(StepError):
@@ -91,13 +93,16 @@ def read_state_name(state_dir: str | Path) -> tuple[State | None, str | None, di
     """(state, problem, raw record) from the state file, read raw (never trusting its shape).
 
     `problem` says why the state is not known: missing, unreadable, damaged, unknown."""
+    from engine.safefile import FileRefused, read_limited
+
     paths = StatePaths(Path(state_dir))
     try:
-        text = paths.state_file.read_bytes()[: 16 << 20].decode("utf-8", errors="replace")
-    except FileNotFoundError:
-        return None, f"{paths.state_file} is missing", {}
-    except OSError as exc:
-        return None, f"{paths.state_file} is unreadable ({exc.strerror})", {}
+        text = read_limited(paths.state_file, "state", nofollow=True).decode(
+            "utf-8", errors="replace")
+    except FileRefused as exc:
+        if exc.missing:
+            return None, f"{paths.state_file} is missing", {}
+        return None, f"the state file is unusable ({exc})", {}
     try:
         data = json.loads(text)
     except ValueError:
@@ -219,10 +224,12 @@ def half_done_swaps(state_dir: str | Path) -> list[str]:
     except OSError:
         return []
     found = []
+    from engine.safefile import FileRefused, read_limited
+
     for path in journals:
         try:
-            data = json.loads(path.read_bytes()[: 1 << 20])
-        except (OSError, ValueError):
+            data = json.loads(read_limited(path, "swap_journal", JOURNAL_MAX, nofollow=True))
+        except (FileRefused, ValueError):
             data = None
         if not isinstance(data, dict):
             found.append(f"live {path.stem} is not known to be whole: its swap journal {path}"

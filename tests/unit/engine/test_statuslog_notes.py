@@ -53,3 +53,21 @@ def test_markers_are_ignored_by_the_outcome_scan():
     parsed = parse_lines(lines)
     assert parsed.last_outcome is not None and parsed.last_outcome.line_no == 1
     assert parsed.open_swaps == ("db",)
+
+
+def test_the_engage_gate_passes_after_a_refusal_or_a_failed_archive(tmp_path):
+    """Even with require_last_ok, a WARNING note is no failed run (issue 10, case 3)."""
+    from actions.base import Context
+    from actions.check_dump_age import CheckDumpAge
+
+    log = tmp_path / "import.log"
+    write_outcome(log, True)
+    write_note(log, "WARNING", "refused before the swap: the engage lock exists")
+    write_outcome(log, True)
+    write_note(log, "WARNING", "the new data is live, but step 2 (archive) failed: disk full")
+    gate = CheckDumpAge({"status_log": str(log), "max_age": "7h", "require_last_ok": True})
+    ctx = Context(policy_name="t", state_dir=tmp_path, step_id="engage[0]",
+                  secret=lambda name: tmp_path, log=lambda line: None)
+    assert gate.plan(ctx).problem is None
+    write_outcome(log, False, "the import itself failed")
+    assert gate.plan(ctx).problem is not None  # a real failure still stops it
