@@ -119,14 +119,14 @@ def monitors() -> Iterator[list[Monitor]]:
 
 
 def test_a_guard_answering_301_is_reachable_and_the_outage_engages(tmp_path, http_server,
-                                                                    monitors):
+                                                                    monitors, smtp_sink):
     http_server.set_route("/", 301, "moved")  # as http://google.co.uk/ answers
     policy = write_policy(tmp_path, f"""
         production:
           tcp: {{host: 127.0.0.1, port: {closed_port()}, timeout: 1s}}
         internet:
           http: {{url: "{http_server.url('/')}", timeout: 2s}}
-    """)
+    """, smtp=smtp_sink)
     monitor = Monitor(policy)
     monitors.append(monitor)
     wait_until(lambda: state_of(tmp_path).get("state") == "engaged", what="the engage")
@@ -143,6 +143,13 @@ def test_a_guard_answering_301_is_reachable_and_the_outage_engages(tmp_path, htt
     assert "production down for " in text and "failures:" not in text
     check = cli(policy, "check", "engine")
     assert check.returncode == 1 and "production down for" in check.stdout
+    # The mails say what status says: the count while counting, then how long it is down.
+    smtp_sink.wait_for(3)
+    bodies = {m["Subject"]: m.get_content() for m in smtp_sink.messages}
+    engaged = [b for s, b in bodies.items() if "] engaged:" in s]
+    assert engaged and "Production down for: " in engaged[0], bodies
+    suspect = [b for s, b in bodies.items() if "] suspect:" in s]
+    assert suspect and "Failures in a row: 1/3" in suspect[0], bodies
     log = monitor.stop()
     assert "suspect → suspect" not in log
     assert "failed (4/3)" not in log and "down for" in log
