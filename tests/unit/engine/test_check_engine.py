@@ -128,3 +128,30 @@ def test_codes_through_the_command_line(tmp_path):
     assert engaged.returncode == 1 and engaged.stdout.startswith("ENGINE WARNING")
     missing = cli("--policy", str(tmp_path / "nope.yaml"), "check", "engine")
     assert missing.returncode == 3 and "UNKNOWN" in missing.stdout + missing.stderr
+
+
+def test_disarmed_is_warning_with_the_reason(policy, capsys):
+    save(policy, state="watching", last_cycle=ago(minutes=2), disarmed="the target probe "
+         "production cannot run: the client certificate /c.pem expired on 2026-11-20",
+         disarmed_since=ago(hours=1))
+    code, line = check(capsys)
+    assert code == 1
+    assert "ENGINE WARNING" in line and "the failover is disarmed: the target probe" in line
+
+
+def test_a_certificate_expiring_soon_is_warning_and_perfdata(policy, capsys):
+    probes = {"production": {"ok": True, "cert_not_after": isotime(NOW + timedelta(days=5))}}
+    save(policy, state="watching", last_cycle=ago(minutes=2), last_probes=probes)
+    code, line = check(capsys)
+    assert code == 1 and "client certificate of probe production expires in 5d" in line
+    assert "cert_days_left=5.0;14;0" in line
+    code = check_engine.main(argparse.Namespace(policy=None, state_dir=None,
+                                                cert_warning="2d"))
+    assert code == 0 and capsys.readouterr().out.startswith("ENGINE OK")
+
+
+def test_engaged_shows_down_for_instead_of_the_count(policy, capsys):
+    save(policy, state="engaged", since=ago(hours=1), last_cycle=ago(minutes=2),
+         failures=30, down_since=ago(hours=6))
+    code, line = check(capsys)
+    assert code == 1 and "production down for 6h" in line and "failures 30/" not in line
