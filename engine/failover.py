@@ -214,6 +214,11 @@ class Engine:
             self.record.counts["restores"] = self.record.counts.get("restores", 0) + 1
             until = utcnow() + timedelta(seconds=self.policy.monitor.hold_down)
             self.record.hold_down_until = isotime(until)
+            # The hold-down ends by the monotonic clock on this boot (engine/clock.py):
+            # a wall clock set back a day cannot stretch it.
+            from engine.clock import mark
+
+            mark(self.record.monotonic, "hold_down_until", offset=self.policy.monitor.hold_down)
         self.lifecycle.fire(success_trigger)
         return report
 
@@ -248,8 +253,11 @@ class Engine:
 
     def held_down(self) -> bool:
         """True while the hold-down after a restore blocks automatic engage."""
+        from engine.clock import remaining
+
         until = parse_isotime(self.record.hold_down_until)
-        return until is not None and utcnow() < until
+        left = remaining(self.record.monotonic, "hold_down_until", until, utcnow())
+        return left is not None and left > 0
 
     def _reset_counts(self, *, keep_failures: bool = False) -> None:
         threshold = self.policy.monitor.failures_to_engage

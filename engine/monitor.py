@@ -132,6 +132,9 @@ class Monitor:
         line = self._outcome_line(verdict, target, results)
         record.last_outcome = line
         record.last_cycle = now
+        from engine.clock import mark
+
+        mark(record.monotonic, "last_cycle")  # `check engine` measures the age on this
         self._advance(verdict, tally, line)
         self.engine.save(durable=False)  # transitions and runs already saved durably
         self._write_metrics()

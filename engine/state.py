@@ -75,6 +75,9 @@ class EngineState:
     down_since: str | None = None
     disarmed: str | None = None
     disarmed_since: str | None = None
+    # Monotonic-clock marks beside wall-clock fields (last_cycle, hold_down_until), so a
+    # wall-clock jump cannot fake an age or stretch a hold-down: see engine/clock.py.
+    monotonic: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """Serialise with a format version, keys sorted for readable diffs."""

@@ -157,7 +157,7 @@ def _import_age(args: argparse.Namespace, now: datetime) -> tuple[float, str]:
     if when is None:
         raise _Verdict(CRITICAL, f"{path} line {log.last_success.line_no}: `completed ok` has "
                                  "no timestamp, so its age is unknown")
-    age = max(0.0, (now - when).total_seconds())
+    age = _not_in_future(now, when, f"{path}: the last `completed ok`")
     detail = f"last import completed ok {format_duration(age)} ago at {_stamp(when)} ({path})"
     if log.last_outcome is not None and not log.last_outcome.ok:
         detail += f"; a later run failed at line {log.last_outcome.line_no}"
@@ -182,11 +182,16 @@ def _data_age(args: argparse.Namespace, now: datetime) -> tuple[float, str]:
         state_dir, job_name = state_dir or policy.state_dir, job.name
     _live_whole(state_dir)
     record = StatePaths(Path(state_dir)).job_record(job_name)
+    from engine.safefile import FileRefused, read_limited
+
     try:
-        data = json.loads(record.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise _Verdict(CRITICAL, f"{record} does not exist: job {job_name!r} has never "
-                                 "recorded a run") from None
+        data = json.loads(read_limited(record, "job_record", nofollow=True))
+    except FileRefused as error:
+        if error.missing:
+            raise _Verdict(CRITICAL, f"{record} does not exist: job {job_name!r} has never "
+                                     "recorded a run") from None
+        raise _Verdict(UNKNOWN if _denied(error) or "Permission" in str(error) else CRITICAL,
+                       str(error)) from None
     except PermissionError as error:
         raise _Verdict(UNKNOWN, f"cannot read {record}: {error.strerror or error}"
                                 f"{_PERMISSION_HINT}") from None
@@ -201,8 +206,21 @@ def _data_age(args: argparse.Namespace, now: datetime) -> tuple[float, str]:
     when = parse_time(str(value))
     if when is None:
         raise _Verdict(UNKNOWN, f"{record}: data_completed {value!r} is not an ISO 8601 time")
-    age = max(0.0, (now - when).total_seconds())
+    age = _not_in_future(now, when, f"{record}: data_completed")
     return age, f"data completed {format_duration(age)} ago at {_stamp(when)} ({record})"
+
+
+def _not_in_future(now: datetime, when: datetime, what: str) -> float:
+    """The age of `when`; WARNING (clock skew) when it lies in the future: a success stamped
+    ahead of this host's clock would otherwise read as OK "0ms ago" for as long as it lasts."""
+    from engine.clock import SKEW_TOLERANCE
+
+    age = (now - when).total_seconds()
+    if age < -SKEW_TOLERANCE:
+        raise _Verdict(WARNING, f"clock skew: {what} is stamped {_stamp(when)}, "
+                                f"{format_duration(-age)} in the future; its age cannot be "
+                                "judged (check NTP here and on the importing host)")
+    return max(0.0, age)
 
 
 def run(args: argparse.Namespace, now: datetime | None = None) -> tuple[int, str]:

@@ -27,6 +27,7 @@ from datetime import datetime
 from pathlib import Path
 
 from engine.arming import CERT_WARNING_DAYS, certificate_days_left
+from engine.clock import elapsed
 from engine.commands import load
 from engine.durations import format_duration, parse_duration
 from engine.errors import FailoverError
@@ -85,7 +86,11 @@ def evaluate(policy: Policy, state: EngineState, paused: bool, now: datetime,
         last = parse_isotime(state.last_cycle)
     except ValueError:
         last = None
-    age = (now - last).total_seconds() if last is not None and last.tzinfo else None
+    # The age on the monotonic clock when the cycle ran on this boot (engine/clock.py): a
+    # wall clock set back cannot make a dead monitor look alive.
+    measured = elapsed(state.monotonic, "last_cycle", last if last and last.tzinfo else None,
+                       now)
+    age = measured.seconds
     failures = _outage(policy, state, now)
 
     if state.state == State.ABORTED:
@@ -100,6 +105,12 @@ def evaluate(policy: Policy, state: EngineState, paused: bool, now: datetime,
                 f"({done} steps done; {holder})")
     elif age is None:
         code, text = CRITICAL, "the monitor has never completed a probe cycle (is it running?)"
+    elif measured.skew:
+        code = WARNING
+        text = (f"clock skew: the last cycle is stamped {state.last_cycle}, "
+                f"{format_duration(-age)} in the future; the monitor's liveness cannot be "
+                "judged (check NTP)")
+        age = None
     elif age > limit:
         code = CRITICAL
         text = (f"no probe cycle for {format_duration(age)} (more than {STALE_INTERVALS} "
