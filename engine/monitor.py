@@ -111,8 +111,13 @@ class Monitor:
                                         "latency": round(result.latency, 4), "at": now,
                                         **self._certificate(name)}
         target = results[monitor.target]
+        problem = self._target_problem()
         verdict = classify(target.ok, [results[g].ok for g in monitor.guards])
-        self._arming(results)
+        if problem and not target.ok:
+            # Our own client certificate or key failed, not production: the cycle says
+            # nothing about production, so it must not count towards an engage.
+            verdict = Cycle.INCONCLUSIVE
+        self._arming(results, problem)
         tally = Tally(monitor.failures_to_engage,
                       monitor.window[0] if monitor.window else None,
                       monitor.window[1] if monitor.window else None,
@@ -129,7 +134,7 @@ class Monitor:
         elif verdict is Cycle.FAILED and record.down_since is None:
             record.down_since = now
         record.cycles += 1
-        line = self._outcome_line(verdict, target, results)
+        line = self._outcome_line(verdict, target, results, problem)
         record.last_outcome = line
         record.last_cycle = now
         from engine.clock import mark
@@ -150,15 +155,18 @@ class Monitor:
             return {}
         return {"cert_not_after": isotime(not_after)} if not_after is not None else {}
 
-    def _arming(self, results: dict[str, ProbeResult]) -> None:
+    def _target_problem(self) -> str | None:
+        """Why the target's probe cannot run at all (its TLS files), or None."""
+        try:
+            return self._probes[self.policy.monitor.target].cannot_run()  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - a probe bug must not stop the cycle
+            return f"probe error: {type(exc).__name__}: {exc}"
+
+    def _arming(self, results: dict[str, ProbeResult], problem: str | None) -> None:
         """Can the failover still engage? Record why not, warn and mail when that changes."""
         monitor, record = self.policy.monitor, self.engine.record
         record.guards_failed = guard_streak(record.guards_failed,
                                             [results[g].ok for g in monitor.guards])
-        try:
-            problem = self._probes[monitor.target].cannot_run()  # type: ignore[attr-defined]
-        except Exception as exc:  # noqa: BLE001 - a probe bug must not stop the cycle
-            problem = f"probe error: {type(exc).__name__}: {exc}"
         reason = disarm_reason(monitor.target, problem, monitor.guards, record.guards_failed)
         if reason == record.disarmed:
             return
@@ -188,7 +196,7 @@ class Monitor:
             return ProbeResult(False, f"probe error: {type(exc).__name__}: {exc}", 0.0)
 
     def _outcome_line(self, verdict: Cycle, target: ProbeResult,
-                      results: dict[str, ProbeResult]) -> str:
+                      results: dict[str, ProbeResult], problem: str | None = None) -> str:
         monitor = self.policy.monitor
         record = self.engine.record
         if verdict is Cycle.OK:
@@ -198,6 +206,10 @@ class Monitor:
         elif verdict is Cycle.FAILED:
             head = (f"probe {monitor.target} failed ({record.failures}/"
                     f"{monitor.failures_to_engage}): {target.detail}")
+        elif problem:
+            head = (f"probe {monitor.target} cannot run: {problem}; inconclusive, says "
+                    f"nothing about production (count holds at {record.failures}/"
+                    f"{monitor.failures_to_engage})")
         else:
             head = (f"probe {monitor.target} failed: {target.detail}; inconclusive, every guard "
                     f"failed too (count holds at {record.failures}/{monitor.failures_to_engage})")

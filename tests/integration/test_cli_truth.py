@@ -222,6 +222,11 @@ def test_a_vanished_client_certificate_disarms_and_days_left_are_reported(
     assert check.returncode == 1
     assert "the failover is disarmed: the target probe production cannot run" in check.stdout
     assert str(cert) in check.stdout
+    # Our own certificate failing says nothing about production: nothing is counted.
+    cycles = state_of(tmp_path)["cycles"]
+    wait_until(lambda: state_of(tmp_path)["cycles"] >= cycles + 4, what="more cycles")
+    assert (state_of(tmp_path)["state"], state_of(tmp_path)["failures"]) == ("watching", 0)
+    assert "cannot run" in state_of(tmp_path)["last_outcome"]
     shutil.copy(pki.client.cert, cert)
     wait_until(lambda: state_of(tmp_path).get("disarmed") is None, what="armed again")
     assert "engine.rearmed" in monitor.stop()
@@ -281,6 +286,8 @@ def test_a_restore_following_a_monitor_that_dies_exits_1(tmp_path, listener, mon
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         wait_until(marker.exists, what="the restore's first step")
+        wait_until(lambda: len((state_of(tmp_path).get("run") or {}).get("steps") or {}) >= 1,
+                   what="the first step in the journal")
         monitor.proc.send_signal(signal.SIGKILL)
         out, err = restore.communicate(timeout=30)
     finally:
