@@ -6,7 +6,8 @@ The failover is *disarmed* when
 - every guard failed in DISARM_AFTER cycles in a row: an outage of the target would then
   be "inconclusive" (this host may be cut off) and never counted, or
 - the target's probe cannot run at all: its client certificate or key is missing,
-  unreadable or not PEM, or the certificate has expired.
+  unreadable or not PEM, or the certificate has expired. A failed probe then says
+  nothing about production, so the monitor counts the cycle as inconclusive too.
 
 The monitor records the reason in the state file (`disarmed`, `disarmed_since`), logs a
 warning and mails once when it starts (and once when it ends); `check engine` says
