@@ -100,7 +100,7 @@ from actions.oracle_datapump import (
     version_tuple,
 )
 from engine.durations import parse_duration
-from engine.errors import StepError
+from engine.errors import FailoverError, StepError
 from engine.standby import swap_permit
 
 # Entries a DBA expects on a standby and that lose no data: an object that already exists,
@@ -203,7 +203,12 @@ class ImportOracle:
         expected = self.sha256
         sidecar = dump.with_name(dump.name + ".sha256")
         if expected is None and sidecar.is_file():
-            words = sidecar.read_text(encoding="utf-8", errors="replace").split()
+            from engine.safefile import read_limited
+
+            try:  # a regular file of at most 64 KiB: never a FIFO or a device
+                words = read_limited(sidecar, "checksum").decode(errors="replace").split()
+            except FailoverError as error:
+                raise StepError(f"dump {dump}: {error}") from None
             expected = words[0].lower() if words else ""
         if expected is None:
             return

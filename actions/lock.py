@@ -36,10 +36,13 @@ def lock_path(ctx: Context, file: str | None) -> Path:
 
 def _describe(path: Path) -> str:
     """What the lock file says, for the plan and the audit log (best effort, never raises)."""
+    from engine.errors import FailoverError
+    from engine.safefile import read_limited
+
     try:
-        info = json.loads(path.read_text())
+        info = json.loads(read_limited(path, "lock_record"))
         return f"present since {info.get('time', '?')} (host {info.get('host', '?')})"
-    except (OSError, ValueError, AttributeError):
+    except (FailoverError, ValueError, AttributeError):
         return "present"
 
 

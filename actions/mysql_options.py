@@ -100,9 +100,13 @@ def read_options(path: str | Path) -> ClientOptions:
     """Check the file's mode, then read its client settings; StepError on any problem."""
     path = Path(path)
     check_mode(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+    from engine.safefile import FileRefused, read_limited
+
+    try:  # a regular file of at most 64 KiB (engine/safefile.py)
+        text = read_limited(path, "option_file").decode("utf-8")
+    except FileRefused as exc:
+        raise StepError(str(exc)) from None
+    except UnicodeDecodeError as exc:
         raise StepError(f"option file {path}: cannot read it ({exc})") from None
     settings = parse(text)
     try:

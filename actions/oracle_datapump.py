@@ -120,11 +120,12 @@ class Credentials:
 
 def read_credentials(path: Path) -> Credentials:
     """Parse an INI (`[oracle]` user/password/dsn or host/port/service_name) or `user/pw@dsn`."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise StepError(f"cannot read Oracle credentials {path}: "
-                        f"{error.strerror or error}") from None
+    from engine.safefile import FileRefused, read_limited
+
+    try:  # a regular file of at most 64 KiB (engine/safefile.py)
+        text = read_limited(path, "secret").decode("utf-8", errors="replace")
+    except FileRefused as error:
+        raise StepError(f"cannot read Oracle credentials: {error}") from None
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and ln.strip()[0] not in "#;"]
     if any(ln.startswith("[") for ln in lines):
         parser = configparser.ConfigParser(interpolation=None)
