@@ -25,6 +25,20 @@ def expected_words(path: Path) -> str:
     return first.removeprefix("# expect: ")
 
 
+def header(path: Path, name: str) -> str | None:
+    """The value of a `# name: …` line among the file's leading comments."""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            return None
+        if line.startswith(f"# {name}: "):
+            return line.removeprefix(f"# {name}: ")
+    return None
+
+
+VALIDATE = [p for p in CASES if header(p, "command") is None]
+RUNTIME = [p for p in CASES if header(p, "command") is not None]
+
+
 def test_the_corpus_covers_the_reported_cases() -> None:
     names = {p.stem for p in CASES}
     for needed in ("max-age-nan", "max-age-inf", "hold-down-inf", "interval-nan", "interval-zero",
@@ -34,7 +48,7 @@ def test_the_corpus_covers_the_reported_cases() -> None:
         assert needed in names
 
 
-@pytest.mark.parametrize("path", CASES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", VALIDATE, ids=lambda p: p.stem)
 def test_hostile_policy_is_refused_by_validate_with_one_line(
         path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = cli.main(["--policy", str(path), "validate"])
@@ -50,6 +64,20 @@ def test_hostile_policy_is_refused_by_validate_with_one_line(
     assert match, line
     assert match["file"] == str(path)
     assert len(line) < 400
+
+
+@pytest.mark.parametrize("path", RUNTIME, ids=lambda p: p.stem)
+def test_hostile_file_named_by_a_valid_policy_is_one_clear_problem(
+        path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Case 5: a policy that names /dev/zero as its known_hosts, status log or TSIG key is
+    valid, but the command that reads the file says what it is instead of reading it
+    (22 GB, a hang or MemoryError before)."""
+    command = (header(path, "command") or "").split()
+    code = cli.main(["--policy", str(path), *command])
+    out, err = capsys.readouterr()
+    assert code == int(header(path, "exit") or "1"), out + err
+    assert "internal error" not in out + err and "Traceback" not in out + err
+    assert expected_words(path) in out + err
 
 
 def test_the_corpus_base_is_valid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
