@@ -21,9 +21,15 @@ def policy_path(args: argparse.Namespace) -> Path:
 
 def load(args: argparse.Namespace) -> Policy:
     """Load and validate the policy the command line names (raises PolicyError)."""
+    from engine.errors import UsageError
     from engine.policy import load_policy
+    from engine.schemakeywords import path_problem
 
-    return load_policy(policy_path(args), state_dir=getattr(args, "state_dir", None))
+    override = getattr(args, "state_dir", None)
+    # The same bounds as the policy's state_dir (no NUL, at most 1024 bytes).
+    if override is not None and (problem := path_problem(str(override))):
+        raise UsageError(f"--state-dir: {problem}")
+    return load_policy(policy_path(args), state_dir=override)
 
 
 def preflight(policy: Policy) -> None:

@@ -107,3 +107,16 @@ def test_an_error_about_a_file_never_prints_its_content(
         assert code in (2, 3), (argv, err)
         assert "SECRET" not in out + err
         assert len((out + err).splitlines()) == 1
+
+
+@pytest.mark.parametrize(("override", "words"), [
+    ("/tmp/" + "a" * 5000, "--state-dir: path is 5005 bytes long; at most 1024"),
+    ("/tmp/" + "b" * 300, "--state-dir: a path component is longer than 255 bytes"),
+])
+def test_state_dir_override_has_the_policy_bounds(
+        override: str, words: str, capsys: pytest.CaptureFixture[str]) -> None:
+    valid = REPO / "tests" / "fixtures" / "policies" / "valid.yaml"
+    for argv in (["status"], ["pause"], ["dry-run", "engage"]):
+        code = cli.main(["--policy", str(valid), "--state-dir", override, *argv])
+        err = capsys.readouterr().err
+        assert code == 2 and words in err and len(err.splitlines()) == 1
