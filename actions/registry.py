@@ -2,6 +2,10 @@
 
 Modules are imported only when a step of that kind is built, so commands that do
 not use paramiko, PyMySQL, oracledb or dnspython never import them.
+
+These tables are the list of kinds: engine/schemacheck.py allows exactly these in a
+policy, each checked by its fragment `schemas/steps/<kind>.json` (`schemas/probes/`).
+A new kind is its module, its line here, its fragment and its test (HACKING.md).
 """
 from __future__ import annotations
 
