@@ -9,6 +9,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from engine.paths import StatePaths
+
 
 def fsync_dir(directory: Path) -> None:
     """Make a rename or create in `directory` durable."""
@@ -97,8 +99,8 @@ def ensure_private_dir(path: str | Path) -> Path:
 
 # The engine's own files and directories in a state directory (engine/paths.py); other
 # entries (an archive dir an operator linked to a bigger disk) are the policy's business.
-_ENGINE_FILES = frozenset({"state.json", "engine.lock", "audit.jsonl", "paused", "jobs",
-                           "requests", "spool", "parked", "crash", "engage.lock"})
+_ENGINE_FILES = frozenset(
+    {p.name for p in StatePaths(Path(".")).engine_entries} | {"engage.lock"})
 
 
 def state_dir_problem(path: str | Path, *, reader: bool = False) -> str | None:
@@ -130,7 +132,7 @@ def state_dir_problem(path: str | Path, *, reader: bool = False) -> str | None:
                 f"may write to it (chmod 700 {path})")
     # A link planted as engine.lock, audit.jsonl or jobs/<name>.lock would make the engine
     # truncate or append to the file it points at: refuse before anything is written.
-    for directory, names in ((path, _ENGINE_FILES), (path / "jobs", None)):
+    for directory, names in ((path, _ENGINE_FILES), (StatePaths(path).jobs_dir, None)):
         try:
             entries = list(os.scandir(directory))
         except OSError:

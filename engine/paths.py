@@ -99,6 +99,15 @@ class StatePaths:
         """`swap/<database>.json`: one swap's journal; present = live not known to be whole."""
         return self.swap_dir / f"{database}.json"
 
+    @property
+    def engine_entries(self) -> tuple[Path, ...]:
+        """The engine's own entries at the top of the state directory, which must never be
+        symbolic links (engine.fsutil.state_dir_problem). Not `work/` nor the metrics file:
+        an operator may link those to a bigger disk or a collector's directory."""
+        return (self.state_file, self.engine_lock, self.audit_log, self.paused,
+                self.jobs_dir, self.requests_dir, self.spool_dir, self.parked_dir,
+                self.crash_dir)
+
     def job_work_dir(self, name: str) -> Path:
         """`work/<name>/`: a job's work directory when the policy sets no `work_dir`."""
         return self.state_dir / "work" / name
