@@ -345,6 +345,9 @@ def test_plan_changes_nothing_and_apply_is_idempotent(kind: str, world: World,
     if not second_plan.done:
         second = again.apply(ctx)
         assert second.changed is False, f"{kind}: a second apply() changed things again"
+    if kind == "notify":  # its effect is outside the tree: one mail, not two
+        assert server.wait_for(1)
+        assert len(server.messages) == 1
 
 
 @pytest.mark.parametrize("kind", sorted(CASES))
