@@ -291,7 +291,17 @@ class Monitor:
         elif not flag.exists() and engine.record.state == State.PAUSED:
             engine.resume()
         for request in take_pending(paths):
-            write_reply(paths, self._answer(request))
+            try:
+                reply = self._answer(request)
+            except BaseException as exc:
+                # A bug (or SIGKILL-free shutdown) must not leave the command waiting for
+                # a reply that never comes: it is told, then the error goes on as before.
+                write_reply(paths, Reply(request.request_id, getattr(request, "kind", "unknown"),
+                                         False, f"the monitor failed while acting on it "
+                                         f"({type(exc).__name__}: {exc}); see its log",
+                                         State(engine.record.state), isotime()))
+                raise
+            write_reply(paths, reply)
         prune_replies(paths)
 
     def _answer(self, request: Request | BadRequest) -> Reply:

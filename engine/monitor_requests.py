@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.errors import FailoverError
 from engine.fsutil import atomic_write, ensure_private_dir
 from engine.paths import StatePaths
 from engine.state import isotime
@@ -165,7 +166,8 @@ def write_reply(paths: StatePaths, reply: Reply) -> None:
 
 
 def read_reply(paths: StatePaths, request_id: str) -> Reply | None:
-    """The reply to `request_id`, or None while there is none yet."""
+    """The reply to `request_id`, or None while there is none yet; a damaged reply is a
+    FailoverError (the command cannot know what the monitor did, so it does not guess)."""
     try:
         data = json.loads(paths.reply_file(request_id).read_text())
         return Reply(request_id=str(data["request_id"]), kind=str(data["kind"]),
@@ -174,8 +176,8 @@ def read_reply(paths: StatePaths, request_id: str) -> Reply | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise BadRequest(request_id, f"{paths.reply_file(request_id)}: unreadable reply "
-                                     f"({exc})") from None
+        raise FailoverError(f"{paths.reply_file(request_id)}: unreadable reply from the monitor "
+                            f"({exc}); check `failover-engine status` for what it did") from None
 
 
 def collect_reply(paths: StatePaths, request_id: str) -> Reply | None:

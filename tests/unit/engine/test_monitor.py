@@ -234,3 +234,19 @@ def test_schedule_catches_up_small_overruns_and_skips_after_a_long_stall():
     # A long stall: skip to the slot after now, no burst of missed cycles.
     stalled = 5 + CATCH_UP + 2.5
     assert next_slot(4, 0.0, 1.0, stalled) == int(stalled) + 1
+
+
+def test_a_request_the_monitor_fails_on_still_gets_a_reply(world, monkeypatch):
+    monitor, engine = world()
+    paths = StatePaths(engine.policy.state_dir)
+    request = submit(paths, "reset")
+
+    def broken() -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(engine, "reset", broken)
+    with pytest.raises(RuntimeError, match="boom"):
+        monitor.handle_requests()
+    reply = collect_reply(paths, request.request_id)
+    assert reply is not None and not reply.accepted
+    assert "the monitor failed while acting on it (RuntimeError: boom)" in reply.reason

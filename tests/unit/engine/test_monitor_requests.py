@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.errors import FailoverError
 from engine.monitor_requests import (
     REPLY_KEEP_SECONDS,
     BadRequest,
@@ -85,7 +86,7 @@ def test_a_damaged_reply_is_an_error_not_a_guess(tmp_path: Path) -> None:
     paths = StatePaths(tmp_path)
     paths.requests_dir.mkdir()
     paths.reply_file("1-engage-a").write_text('{"accepted": true}')
-    with pytest.raises(BadRequest, match="unreadable reply"):
+    with pytest.raises(FailoverError, match="unreadable reply from the monitor"):
         collect_reply(paths, "1-engage-a")
 
 
