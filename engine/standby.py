@@ -202,16 +202,23 @@ def swap_permit(state_dir: str | Path, policy: Any, *, role: str, force: bool = 
 
     Raises SwapRefused (after calling `on_refused(reason)`) when any signal says the
     standby serves or may; `force` (job --force, allow_when_engaged) only logs them."""
+    def refuse(evidence: list[str]) -> SwapRefused:
+        reason = (f"refused before the swap: {'; '.join(evidence)}; the standby may serve"
+                  " users, so live was left unchanged (restore first, or use --force if"
+                  " you really mean to overwrite its data)")
+        on_refused(reason)
+        return SwapRefused(reason)
+
+    # Look before waiting: an engage holds the lock for its whole run (which may wait on
+    # DNS for hours), and what it has already written is reason enough to stop.
+    if not force and (early := serving_evidence(policy, state_dir)):
+        raise refuse(early)
     with hold_standby_lock(state_dir, role, wait=wait, stop=stop):
         evidence = serving_evidence(policy, state_dir)
         if evidence and force:
             log.warning("%s: swapping although %s (forced)", role, "; ".join(evidence))
         elif evidence:
-            reason = (f"refused before the swap: {'; '.join(evidence)}; the standby may serve"
-                      " users, so live was left unchanged (restore first, or use --force if"
-                      " you really mean to overwrite its data)")
-            on_refused(reason)
-            raise SwapRefused(reason)
+            raise refuse(evidence)
         yield
 
 
