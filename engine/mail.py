@@ -149,11 +149,12 @@ def status(spool_dir: Path, message_id: str) -> MailStatus:
 
 def read_credentials(path: Path) -> tuple[str, str]:
     """`user:password` on one line, or user and password on two lines."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise StepError(f"notify: cannot read the SMTP credentials file {path}: "
-                        f"{exc.strerror or exc}") from exc
+    from engine.safefile import FileRefused, read_limited
+
+    try:  # a regular file of at most 64 KiB (engine/safefile.py)
+        text = read_limited(path, "secret").decode("utf-8", errors="replace")
+    except FileRefused as exc:
+        raise StepError(f"notify: SMTP credentials: {exc}") from None
     lines = [line.strip("\r") for line in text.splitlines() if line.strip()]
     if len(lines) == 1 and ":" in lines[0]:
         user, password = lines[0].split(":", 1)

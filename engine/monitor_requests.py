@@ -30,6 +30,7 @@ from typing import Any
 from engine.errors import FailoverError
 from engine.fsutil import atomic_write, ensure_private_dir
 from engine.paths import StatePaths
+from engine.safefile import FileRefused, read_limited
 from engine.state import isotime
 from engine.states import State, parse_state
 
@@ -143,12 +144,12 @@ def take_pending(paths: StatePaths) -> list[Request | BadRequest]:
     taken: list[Request | BadRequest] = []
     for request_id in _ids(paths, _REQUEST_SUFFIX):
         path = paths.request_file(request_id)
-        try:
-            text = path.read_text()
-        except FileNotFoundError:  # withdrawn meanwhile
-            continue
-        except OSError as exc:
-            taken.append(BadRequest(request_id, f"unreadable ({exc.strerror})"))
+        try:  # a regular file, no link, at most 64 KiB (engine/safefile.py)
+            text = read_limited(path, "request", nofollow=True).decode("utf-8", "replace")
+        except FileRefused as exc:
+            if exc.missing:  # withdrawn meanwhile
+                continue
+            taken.append(BadRequest(request_id, f"unreadable ({exc})"))
         else:
             try:
                 taken.append(_parse_request(request_id, text))
@@ -169,12 +170,15 @@ def read_reply(paths: StatePaths, request_id: str) -> Reply | None:
     """The reply to `request_id`, or None while there is none yet; a damaged reply is a
     FailoverError (the command cannot know what the monitor did, so it does not guess)."""
     try:
-        data = json.loads(paths.reply_file(request_id).read_text())
+        data = json.loads(read_limited(paths.reply_file(request_id), "request", nofollow=True))
         return Reply(request_id=str(data["request_id"]), kind=str(data["kind"]),
                      accepted=bool(data["accepted"]), reason=data.get("reason"),
                      state=parse_state(data["state"]), replied_at=str(data["replied_at"]))
-    except FileNotFoundError:
-        return None
+    except FileRefused as exc:
+        if exc.missing:
+            return None
+        raise FailoverError(f"unreadable reply from the monitor: {exc}; check "
+                            "`failover-engine status` for what it did") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise FailoverError(f"{paths.reply_file(request_id)}: unreadable reply from the monitor "
                             f"({exc}); check `failover-engine status` for what it did") from None
