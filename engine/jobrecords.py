@@ -14,7 +14,7 @@ from typing import Any
 
 from engine.paths import StatePaths
 from engine.safefile import FileRefused, read_limited
-from engine.state import parse_isotime
+from engine.state import parse_isotime, strict_constant
 
 
 def read_job_records(state_dir: str | Path) -> dict[str, dict[str, Any]]:
@@ -31,7 +31,8 @@ def read_job_records(state_dir: str | Path) -> dict[str, dict[str, Any]]:
     records: dict[str, dict[str, Any]] = {}
     for path in paths:
         try:
-            data = json.loads(read_limited(path, "job_record", nofollow=True))
+            data = json.loads(read_limited(path, "job_record", nofollow=True),
+                              parse_constant=strict_constant)
         except FileRefused as exc:
             if not exc.missing:  # else: removed between glob and read
                 records[path.stem] = {"unreadable": str(exc)}

@@ -87,8 +87,9 @@ class EngineState:
 
     @classmethod
     def from_json(cls, text: str) -> EngineState:
-        """Parse a state file; unknown keys (from a newer engine) are ignored."""
-        data = json.loads(text)
+        """Parse a state file; unknown keys (from a newer engine) are ignored. NaN and
+        Infinity are refused: `status --json` would print them, and they are not JSON."""
+        data = json.loads(text, parse_constant=strict_constant)
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -189,6 +190,11 @@ class LockHolder:
             return cls(pid if isinstance(pid, int) else None, data["role"],
                        since if isinstance(since, str) else None)
         return cls(None, None, None, text or "unknown")
+
+
+def strict_constant(name: str) -> Any:
+    """`json.loads(parse_constant=…)`: refuse NaN, Infinity and -Infinity."""
+    raise ValueError(f"{name} is not a number JSON allows")
 
 
 REPAIR_HINT = ("run `failover-engine repair-state` to rebuild it from the evidence "

@@ -117,6 +117,8 @@ WRONG_SHAPES = [
     ({"state": "engaging", "run": {"phase": 1}}, "key 'run' (the journal)"),
     ({"state": "engaging", "run": {"phase": "engage", "steps": []}}, "key 'run'"),
     ({"state": "watching", "hold_down_until": 5}, "key 'hold_down_until' holds int"),
+    ({"state": "watching", "last_probes": {"p": {"ok": True, "seconds": float("nan")}}},
+     "NaN is not a number JSON allows"),
 ]
 
 
@@ -162,3 +164,18 @@ def test_a_state_dir_that_cannot_be_made_is_one_clear_line(
         assert code in (1, 2) and len(err.splitlines()) == 1 and str(blocker) in err
     if argv[-1] == "--json":
         json.loads(out or "{}")
+
+
+def test_a_job_record_with_nan_keeps_status_json_valid(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    state = _state_dir(tmp_path)
+    (state / "jobs").mkdir(mode=0o700)
+    (state / "jobs" / "import.json").write_text('{"ok": true, "duration": NaN}')
+    assert cli.main(["--policy", str(_policy(tmp_path)), "status", "--json"]) == 0
+    out = capsys.readouterr().out
+
+    def refuse(name: str) -> None:
+        raise ValueError(name)
+
+    data = json.loads(out, parse_constant=refuse)
+    assert "NaN" in data["jobs"]["import"]["last_error"]
