@@ -114,6 +114,9 @@ class Context:
     # live data; it refuses (StepError) when the standby may serve users. Jobs provide it
     # (engine/jobs.py); None: the step uses engine.standby.swap_permit itself.
     swap_guard: Callable[[str], AbstractContextManager[None]] | None = None
+    # `engage --now --force`: a step that guards the run (probe) records its failure as
+    # overridden instead of failing; every other step ignores it.
+    force: bool = False
 
     def path(self, value: str | Path) -> Path:
         """A path from the step's options: relative ones are relative to the policy file's

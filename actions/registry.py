@@ -29,6 +29,7 @@ STEP_KINDS: dict[str, str] = {
     "import_mariadb": "actions.import_mariadb:ImportMariadb",
     "import_oracle": "actions.import_oracle:ImportOracle",
     "archive": "actions.archive:Archive",
+    "probe": "actions.probe_step:ProbeStep",
 }
 
 PROBE_KINDS: dict[str, str] = {

@@ -183,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "do it; otherwise this process runs the engage steps.")
     p.add_argument("--now", action="store_true", required=True,
                    help="required: confirms an immediate engage (overrides the hold-down)")
+    p.add_argument("--force", action="store_true",
+                   help="engage even when a probe step (the standby's probe) fails; the "
+                   "override is written to the audit log and the ENGAGED message")
     sub.add_parser("restore", help="run the restore steps (DNS back, wait, re-arm)",
                    description="Fail back: run the policy's restore steps (DNS back to "
                    "production, wait for it to settle, re-arm). Allowed from engaged, aborted "

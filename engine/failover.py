@@ -121,8 +121,9 @@ class Engine:
             return self._run_restore()
         return None
 
-    def engage(self, *, manual: bool) -> RunReport:
-        """Engage the failover now (`manual`: by an operator, so the hold-down does not apply)."""
+    def engage(self, *, manual: bool, force: bool = False) -> RunReport:
+        """Engage the failover now (`manual`: by an operator, so the hold-down does not apply;
+        `force`: `engage --now --force`, a failing probe step is recorded as overridden)."""
         if self.record.state != State.ENGAGING and not manual and self.held_down():
             raise FailoverError(
                 f"policy {self.policy.name}: automatic engage blocked by the hold-down until "
@@ -130,6 +131,7 @@ class Engine:
         # Before its first step, engage holds the standby lock (engine/standby.py): a swap
         # in progress finishes first (seconds), and an import still loading is refused at
         # its swap, because from here on the state says engaging.
+        self.runner.force = force
         with self._standby_lock():
             if self.record.state != State.ENGAGING:
                 try:

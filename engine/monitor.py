@@ -315,7 +315,7 @@ class Monitor:
         log.info("request from the command line: %s (by %s)", name, request.requested_by)
         try:
             if name == "engage":
-                engine.engage(manual=True)
+                engine.engage(manual=True, force=request.force)
             elif name == "restore":
                 engine.restore()
             else:

@@ -5,7 +5,7 @@ cannot act themselves: they leave a request for the monitor and wait for its rep
 are JSON records written atomically under `requests/` in the state directory
 (engine/paths.py), one pair of files per request:
 
-    <id>.request.json   {"request_id", "kind", "requested_by", "requested_at"}
+    <id>.request.json   {"request_id", "kind", "requested_by", "requested_at", "force"}
     <id>.reply.json     {"request_id", "kind", "accepted", "reason", "state", "replied_at"}
 
 The monitor removes the request file when it picks the request up (so the command knows
@@ -49,6 +49,7 @@ class Request:
     kind: str
     requested_by: str
     requested_at: str
+    force: bool = False  # engage --now --force: a failing probe step is overridden
 
 
 @dataclass(frozen=True)
@@ -84,11 +85,13 @@ def new_request_id(kind: str) -> str:
     return f"{time.time_ns():016x}-{kind}-{secrets.token_hex(4)}"
 
 
-def submit(paths: StatePaths, kind: str, requested_by: str | None = None) -> Request:
+def submit(paths: StatePaths, kind: str, requested_by: str | None = None, *,
+           force: bool = False) -> Request:
     """Leave a request for the monitor; returns it (its id names the reply to wait for)."""
     if kind not in KINDS:
         raise ValueError(f"unknown request kind {kind!r} (known: {', '.join(KINDS)})")
-    request = Request(new_request_id(kind), kind, requested_by or _caller(), isotime())
+    request = Request(new_request_id(kind), kind, requested_by or _caller(), isotime(),
+                      force=force and kind == "engage")
     ensure_private_dir(paths.requests_dir)
     atomic_write(paths.request_file(request.request_id),
                  json.dumps(asdict(request), sort_keys=True) + "\n")
@@ -136,7 +139,7 @@ def _parse_request(request_id: str, text: str) -> Request:
     if data.get("request_id") != request_id:
         raise BadRequest(request_id, "its request_id does not match its file name")
     return Request(request_id, kind, str(data.get("requested_by") or "unknown"),
-                   str(data.get("requested_at") or ""))
+                   str(data.get("requested_at") or ""), force=data.get("force") is True)
 
 
 def take_pending(paths: StatePaths) -> list[Request | BadRequest]:

@@ -1,8 +1,9 @@
 """Reference checks: names a policy uses must be defined in it.
 
-The monitor's target and guards name probes; secret references (the properties each
-fragment lists under `x-secret-refs`) name entries of `secrets`; step labels are unique
-within a phase; a window's failures fit in its cycles; notify needs the notify block.
+The monitor's target and guards, and probe steps (`x-probe-refs`), name probes; secret
+references (the properties each fragment lists under `x-secret-refs`) name entries of
+`secrets`; step labels are unique within a phase; a window's failures fit in its cycles;
+notify needs the notify block.
 """
 from __future__ import annotations
 
@@ -12,15 +13,17 @@ from engine.schemacheck import Finding, Schemas, as_mapping, is_int, iter_steps,
 from engine.yamlsource import Source, dotted
 
 
-def _secret_ref_paths(schema: Any, prefix: tuple[str, ...] = (), depth: int = 0) -> list[str]:
-    """Dotted paths of the properties listed in `x-secret-refs`, wherever they sit under
-    `properties` (notify-config.json lists `credentials` on its `email.smtp` object)."""
+def _secret_ref_paths(schema: Any, prefix: tuple[str, ...] = (), depth: int = 0,
+                      keyword: str = "x-secret-refs") -> list[str]:
+    """Dotted paths of the properties listed in `x-secret-refs` (or `keyword`: the probe
+    step's `x-probe-refs`), wherever they sit under `properties` (notify-config.json lists
+    `credentials` on its `email.smtp` object)."""
     if not isinstance(schema, dict) or depth > 10:
         return []
-    paths = [".".join((*prefix, ref)) for ref in schema.get("x-secret-refs") or []
+    paths = [".".join((*prefix, ref)) for ref in schema.get(keyword) or []
              if isinstance(ref, str)]
     for name, sub in (schema.get("properties") or {}).items():
-        paths.extend(_secret_ref_paths(sub, (*prefix, name), depth + 1))
+        paths.extend(_secret_ref_paths(sub, (*prefix, name), depth + 1, keyword))
     return paths
 
 
@@ -83,7 +86,14 @@ def reference_problems(source: Source, schemas: Schemas) -> list[Finding]:
 
     labels: dict[tuple[Any, ...], dict[str, str]] = {}
     for at, kind, options in iter_steps(data):
-        check_secrets((*at, kind), options, schemas.fragment(f"steps/{kind}.json"))
+        fragment = schemas.fragment(f"steps/{kind}.json")
+        check_secrets((*at, kind), options, fragment)
+        # A step that runs a probe (x-probe-refs in its fragment) must name a defined one.
+        for inner, name in _secret_refs(options, _secret_ref_paths(fragment,
+                                                                   keyword="x-probe-refs")):
+            if name not in probes:
+                add((*at, kind, *inner), f"probe {name!r} is not defined (defined probes: "
+                                         f"{defined}; add it under `probes:`)")
         label = options.get("label")
         if isinstance(label, str) and label:
             seen = labels.setdefault(at[:-1], {})

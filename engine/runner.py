@@ -144,6 +144,7 @@ class Runner:
     ) -> None:
         self.policy = policy
         self.swap_guard = swap_guard  # jobs: see Context.swap_guard
+        self.force = False  # engage --now --force: see Context.force (Engine.engage sets it)
         self.store = store
         self.record = record
         self.stop = stop or threading.Event()
@@ -287,6 +288,7 @@ class Runner:
             previous_output=previous,
             previous_output_pending=pending,
             swap_guard=self.swap_guard,
+            force=self.force,
         )
 
     def _plan_only(self, index: int, step: Step, ctx: Context) -> StepReport:

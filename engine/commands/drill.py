@@ -76,6 +76,10 @@ def _render_policy(work: Path, ports: dict[str, int], pki: Any, tsig: Path,
     http.update(client_cert=str(pki.client.cert), client_key=str(pki.client.key),
                 ca_file=str(pki.ca.cert))
     raw["probes"]["outside"]["http"]["url"] = f"http://127.0.0.1:{ports['outside']}/"
+    standby = raw["probes"]["standby"]["http"]
+    standby["url"] = f"https://127.0.0.1:{ports['standby']}/health"
+    standby.update(client_cert=str(pki.client.cert), client_key=str(pki.client.key),
+                   ca_file=str(pki.ca.cert))
     raw["notify"]["email"]["smtp"]["port"] = ports["smtp"]
     raw["secrets"]["tsig"] = str(tsig)
     primary_port = int(dns_servers[0].rsplit(":", 1)[1])
@@ -117,8 +121,11 @@ def main(args: argparse.Namespace) -> int:
         production = HttpsServer(cert=pki.server.cert, key=pki.server.key, client_ca=pki.ca.cert,
                                  routes={"/health": (200, "OK")}).start()
         outside = HttpsServer(cert=None, key=None, routes={"/": (200, "OK")}).start()
+        # The standby's own service: engage's probe step asks it before the DNS step.
+        standby = HttpsServer(cert=pki.server.cert, key=pki.server.key, client_ca=pki.ca.cert,
+                              routes={"/health": (200, "standby OK")}).start()
         sink = SmtpSink().start()
-        servers += [production, outside, sink]
+        servers += [production, outside, standby, sink]
         try:
             lab = DnsLab(work / "dns", zone="drill.test",
                          records={"www": ("CNAME", "production.drill.test.")}).start()
@@ -126,14 +133,16 @@ def main(args: argparse.Namespace) -> int:
             raise FailoverError(f"drill: cannot start BIND: {exc}") from None
         servers.append(lab)
         say(start, f"production https://127.0.0.1:{production.port}/health (client cert "
-                   f"required), guard :{outside.port}, SMTP :{sink.port}, "
+                   f"required), standby :{standby.port}, guard :{outside.port}, "
+                   f"SMTP :{sink.port}, "
                    f"DNS {', '.join(lab.servers)}")
         tsig = work / "secrets" / "update-key.key"
         tsig.parent.mkdir(mode=0o700)
         shutil.copy(lab.update_key_file, tsig)
         tsig.chmod(0o600)
         path = _render_policy(work, {"production": production.port, "outside": outside.port,
-                                     "smtp": sink.port}, pki, tsig, lab.servers)
+                                     "standby": standby.port, "smtp": sink.port},
+                              pki, tsig, lab.servers)
         return _run(path, work, start, production, sink, lab)
     finally:
         for server in reversed(servers):

@@ -38,7 +38,8 @@ def print_report(report: RunReport) -> None:
               f"{r.step.name}: {r.summary}")
 
 
-def _act(args: argparse.Namespace, request: str, act: Callable[[Engine], int]) -> int:
+def _act(args: argparse.Namespace, request: str, act: Callable[[Engine], int], *,
+         force: bool = False) -> int:
     policy = load(args)
     preflight(policy)
     store = StateStore(policy.state_dir)
@@ -49,7 +50,7 @@ def _act(args: argparse.Namespace, request: str, act: Callable[[Engine], int]) -
         holder = store.lock_holder()
         if holder is None or not holder.is_monitor:
             raise
-    return _ask_monitor(store, request, holder)
+    return _ask_monitor(store, request, holder, force=force)
 
 
 def _monitor_gone(store: StateStore, holder: LockHolder) -> bool:
@@ -71,9 +72,10 @@ def _died(store: StateStore, kind: str, holder: LockHolder) -> FailoverError:
         f"reached state {record.state} (since {record.since}{done}){after}")
 
 
-def _ask_monitor(store: StateStore, kind: str, holder: LockHolder) -> int:
+def _ask_monitor(store: StateStore, kind: str, holder: LockHolder, *,
+                 force: bool = False) -> int:
     paths = StatePaths(store.state_dir)
-    request = submit(paths, kind)
+    request = submit(paths, kind, force=force)
     print(f"the monitor ({holder}) is running; asked it to {kind}; waiting up to "
           f"{format_duration(PICKUP_TIMEOUT)} for it to pick the request up", flush=True)
     deadline = time.monotonic() + PICKUP_TIMEOUT
@@ -131,8 +133,11 @@ def _finish(engine: Engine, report: RunReport) -> int:
 
 
 def engage_main(args: argparse.Namespace) -> int:
-    """Engage the failover immediately (planned outage)."""
-    return _act(args, "engage", lambda e: _finish(e, e.engage(manual=True)))
+    """Engage the failover immediately (planned outage); `--force` overrides a failing
+    probe step (recorded as overridden in the audit log and the ENGAGED message)."""
+    force = bool(getattr(args, "force", False))
+    return _act(args, "engage", lambda e: _finish(e, e.engage(manual=True, force=force)),
+                force=force)
 
 
 def restore_main(args: argparse.Namespace) -> int:

@@ -39,7 +39,7 @@ from actions.base import Context, Outcome, Plan
 from actions.registry import STEP_KINDS, build_step
 from engine.drillkit.smtp import SmtpSink
 from engine.errors import FailoverError
-from engine.policy import Step
+from engine.policy import ProbeSpec, Step
 from engine.render import step_write_paths
 from engine.schemacheck import load_schemas
 
@@ -53,7 +53,8 @@ REPEATS = {
     "wait_dns": "waiting is an observation: it never reports done before it looked",
 }
 # Kinds that need a server: here they meet a closed port and must say so in one line.
-NEEDS_SERVER = {"nsupdate", "wait_dns", "dump_mariadb", "import_mariadb", "import_oracle"}
+NEEDS_SERVER = {"nsupdate", "wait_dns", "dump_mariadb", "import_mariadb", "import_oracle",
+                "probe"}
 
 
 @dataclass
@@ -64,6 +65,7 @@ class World:
     notify: dict[str, Any] | None = None
     progress: dict[str, Any] = field(default_factory=dict)
     logs: list[str] = field(default_factory=list)
+    probes: dict[str, ProbeSpec] = field(default_factory=dict)  # the policy's `probes:`
 
     @property
     def state_dir(self) -> Path:
@@ -88,7 +90,8 @@ class World:
 
     def context(self, previous_output: Any = None, deadline: float | None = None) -> Context:
         policy = SimpleNamespace(path=self.root / "policy.yaml", name="contract",
-                                 notify=self.notify, state_dir=self.state_dir)
+                                 notify=self.notify, state_dir=self.state_dir,
+                                 probes=self.probes)
         return Context(policy_name="contract", state_dir=self.state_dir, step_id="engage[0]",
                        secret=self.secret, log=self.logs.append, progress=self.progress,
                        policy=policy, sleep=lambda _s: None, work_dir=self.work_dir,
@@ -197,6 +200,12 @@ def case_nsupdate(w: World, _: Any) -> Case:
     return Case(params, {**params, "key": "absent-secret"})
 
 
+def case_probe(w: World, _: Any) -> Case:
+    w.probes["standby"] = ProbeSpec("standby", "tcp", {"host": LOOPBACK, "port": closed_port(),
+                                                       "timeout": "1s"})
+    return Case({"name": "standby"}, {"name": "never-defined"})
+
+
 def case_wait_dns(w: World, _: Any) -> Case:
     params = {"name": "www.example.test.", "expect": "standby.example.test.",
               "servers": [LOOPBACK], "port": closed_port(), "interval": "100ms"}
@@ -241,6 +250,7 @@ CASES: dict[str, Callable[[World, Any], Case]] = {
     "archive": case_archive, "notify": case_notify, "nsupdate": case_nsupdate,
     "wait_dns": case_wait_dns, "dump_mariadb": case_dump_mariadb,
     "import_mariadb": case_import_mariadb, "import_oracle": case_import_oracle,
+    "probe": case_probe,
 }
 
 
