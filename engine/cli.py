@@ -411,6 +411,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3 if nagios else 2
     except Exception:  # noqa: BLE001 - the last line of defence: never a traceback
         return _crashed(args, key, prefix, nagios)
+    finally:
+        _retry_outbox(key)
+
+
+def _retry_outbox(key: str) -> None:
+    """Every command that loaded a policy retries its event outbox at its end, within a few
+    seconds (the monitor and the drill deliver on their own schedule)."""
+    if key in ("run", "drill", "notify test"):
+        return
+    from engine.notifier import drain_after_command
+
+    drain_after_command(budget=2.0 if key.startswith("check ") else 5.0)
 
 
 def _crashed(args: argparse.Namespace, key: str, prefix: str, nagios: bool) -> int:

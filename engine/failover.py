@@ -1,9 +1,12 @@
-"""The failover engine for one policy: the state machine, the runner and the mail, tied together.
+"""The failover engine for one policy: the state machine, the runner and the events, tied together.
 
 `Engine` is what `run`, `engage`, `restore`, `reset`, `pause` and `resume` drive. It owns
 the EngineState record, fires the machine's transitions, runs the engage and restore
 steps through the runner, resumes a run interrupted by a crash, applies the hold-down
-after a restore, and mails the admins on every transition that needs a human.
+after a restore, and raises an event (engine/events.py, sent by engine/notifier.py) on every
+transition: engage started, engaged (with every change), aborted, restoring, restored,
+reset, paused, resumed. Which of them reach a human is the policy's routing (by default:
+engaged, aborted, restored).
 """
 from __future__ import annotations
 
@@ -11,31 +14,18 @@ import contextlib
 import logging
 import threading
 from datetime import timedelta
+from pathlib import Path
 
-from engine.durations import format_duration
 from engine.errors import FailoverError
+from engine.events import Event, Kind
 from engine.logs import event
 from engine.machine import Lifecycle, Trigger
-from engine.paths import StatePaths
 from engine.policy import Policy
 from engine.runner import Runner, RunReport
 from engine.state import EngineState, StateStore, isotime, parse_isotime, utcnow
-from engine.states import ARMED, State
+from engine.states import State
 
 log = logging.getLogger("failover_engine.engine")
-
-# Transitions worth a mail, and what the mail says.
-# The key is (source, dest); a source of None matches any source.
-_MAILS: dict[tuple[State | None, State], str] = {
-    (State.WATCHING, State.SUSPECT): "production failed a probe; counting towards the failover",
-    (None, State.ENGAGING): "engaging the failover",
-    (State.ENGAGING, State.ENGAGED): "the failover is engaged: the standby now serves users",
-    (None, State.ABORTED): "a step failed; the engine is ABORTED and needs an operator",
-    (None, State.RESTORING): "restoring production",
-    (State.RESTORING, State.WATCHING): "production restored; the failover is armed again",
-    (None, State.PAUSED): "maintenance mode: probes run, nothing engages",
-    (State.PAUSED, State.WATCHING): "maintenance mode ended; the failover is armed again",
-}
 
 
 class Engine:
@@ -48,8 +38,19 @@ class Engine:
         self.stop = stop or threading.Event()
         self.record: EngineState = self.store.load()
         self.send_mail = send_mail
+        self._manual = False
+        # Whether production was down when the failover engaged or since: only then does
+        # the monitor say "production back" (not after a planned `engage --now`).
+        self.outage_seen = self.record.down_since is not None
+        from engine.notifier import Notifier
+
+        # Events go through the outbox (engine/notifier.py); send_mail=False: none at all.
+        self.notifier = Notifier(policy, self._secret, enabled=send_mail)
         self.lifecycle = Lifecycle(policy.name, self.record, self._on_change)
         self.runner = Runner(policy, self.store, self.record, stop=self.stop)
+
+    def _secret(self, name: str) -> Path:
+        return self.runner.secret(name)
 
     # -- persistence and notifications ----------------------------------------------
     def save(self, *, durable: bool = True) -> None:
@@ -60,54 +61,83 @@ class Engine:
         event(log, "state.changed", f"state {source} → {dest} ({trigger})",
               source=source, dest=dest, trigger=trigger)
         self.save()
-        text = _MAILS.get((source, dest)) or _MAILS.get((None, dest))
-        if text and not self._run_announces_itself(dest):
-            self.mail(f"{dest}", text)
+        built = self._transition_event(source, dest)
+        if built is not None:
+            # Queued in the outbox and delivered in the background: never in the run's way.
+            self.notifier.emit(built)
 
-    def _run_announces_itself(self, dest: State) -> bool:
-        """An engage or restore whose first step is a notify mails the admins itself; a
-        transition mail saying the same a moment earlier would only double their inbox
-        (and delay the first step: BENCHMARKS.md)."""
-        steps = {State.ENGAGING: self.policy.engage,
-                 State.RESTORING: self.policy.restore}.get(dest)
-        return steps is not None and bool(steps) and steps[0].kind == "notify"
-
-    def _count_line(self) -> str:
-        """The failure count as status shows it: `N/T` while armed, once engaged (the count
-        stopped at the threshold) how long production has been down."""
-        threshold = self.policy.monitor.failures_to_engage
-        since = parse_isotime(self.record.down_since)
-        if self.record.state in ARMED or since is None:
-            return f"Failures in a row: {self.record.failures}/{threshold}"
-        lasted = format_duration(max(0.0, (utcnow() - since).total_seconds()))
-        return f"Production down for: {lasted} (since {self.record.down_since})"
-
-    def mail(self, subject_state: str, text: str) -> None:
-        """Mail the admins (if the policy has a notify block); failures are spooled, not raised."""
-        if not self.send_mail or not self.policy.notify:
-            return
-        from engine.mail import send_mail
-
-        subject = f"[{self.policy.name}] {subject_state}: {text}"
-        body = "\n".join([
-            f"Policy: {self.policy.name}",
-            f"State: {self.record.state} (since {self.record.since})",
-            self._count_line(),
-            f"Time: {isotime()}",
-            "",
-            text,
-            "",
-            f"Last outcome: {self.record.last_outcome or '-'}",
-            f"Aborted because: {self.record.aborted_reason}" if self.record.aborted_reason else "",
-        ])
-        spool = StatePaths(self.policy.state_dir).spool_dir
-        try:
-            # send_mail flushes older spooled mail first, and spools this one if it cannot go.
-            send_mail(self.policy.notify, subject, body, spool_dir=spool, secret=self.runner.secret)
-        except FailoverError as exc:
-            log.warning("mail not sent (spooled for the next transition): %s", exc)
-        except Exception as exc:  # noqa: BLE001 - mail must never stop a failover
-            log.warning("mail not sent: %s: %s", type(exc).__name__, exc)
+    def _transition_event(self, source: State, dest: State) -> Event | None:
+        """The event a transition raises (None for the monitor's watching ⇄ suspect: the
+        outage warning comes from the count, engine/monitor.py)."""
+        record, n = self.record, self.notifier
+        target, key = n.target, f"{source}>{dest}@{record.since}"
+        run = record.run or record.last_run or {}
+        phase, started = str(run.get("phase") or ""), run.get("started")
+        status, restore = "status", "restore"
+        if dest == State.ENGAGING:
+            who = "by an operator (engage --now)" if self._manual else "automatically"
+            if self.runner.force:
+                who = ("by an operator with --force (engage --now --force: a failing probe "
+                       "step does not stop it)")
+            return n.engine_event(
+                Kind.ENGAGE_STARTED, record, key=key, headline=f"{target} → standby (starting)",
+                summary=f"The failover is being engaged {who}: {len(self.policy.engage)} "
+                        "engage steps run now.",
+                next_steps=["Watch it finish: an ENGAGED or ABORTED message follows."],
+                commands=[status])
+        if dest == State.ENGAGED and source == State.ENGAGING:
+            changes = n.changes("engage", started)
+            return n.engine_event(
+                Kind.ENGAGED, record, key=key, headline=f"{target} → standby", changes=changes,
+                summary=f"The failover is engaged: the standby now serves users "
+                        f"({len(changes)} changes, listed below).",
+                next_steps=["Check that the standby serves users.",
+                            "When production is healthy again, restore it (the engine never "
+                            "fails back on its own)."],
+                commands=[status, restore])
+        if dest == State.ABORTED:
+            reason = record.aborted_reason or "a step failed"
+            return n.engine_event(
+                Kind.ABORTED, record, key=key, headline=_clip(reason, 100),
+                changes=n.changes(phase, started) if phase else [],
+                summary=f"The {phase or 'run'} stopped and the engine is ABORTED: {reason}. "
+                        "It does nothing more until an operator acts.",
+                next_steps=["Fix the cause named above.",
+                            "Then `reset` (back to where the run started) or `restore` (roll "
+                            "back what was changed)."],
+                commands=[status, "reset", restore])
+        if dest == State.RESTORING:
+            return n.engine_event(
+                Kind.RESTORING, record, key=key, headline=f"{target} → production (starting)",
+                summary=f"Restoring production: {len(self.policy.restore)} restore steps run "
+                        "now.",
+                next_steps=["Watch it finish: a RESTORED or ABORTED message follows."],
+                commands=[status])
+        if dest == State.WATCHING and source == State.RESTORING:
+            changes = n.changes("restore", started)
+            hold = record.hold_down_until
+            return n.engine_event(
+                Kind.RESTORED, record, key=key, headline=f"{target} → production",
+                changes=changes,
+                summary="Production is restored and the failover is armed again"
+                        + (f"; automatic engage is held down until {hold}." if hold else "."),
+                next_steps=["Nothing to do."], commands=[status])
+        if source == State.ABORTED:
+            return n.engine_event(
+                Kind.RESET, record, key=key, headline=f"aborted state cleared, now {dest}",
+                summary=f"An operator reset the engine: it is {dest} again.",
+                next_steps=["Nothing to do."], commands=[status])
+        if dest == State.PAUSED:
+            return n.engine_event(
+                Kind.PAUSED, record, key=key, headline="maintenance mode",
+                summary="Maintenance mode: probes run, nothing engages.",
+                next_steps=["`resume` when the maintenance is over."], commands=["resume"])
+        if source == State.PAUSED:
+            return n.engine_event(
+                Kind.RESUMED, record, key=key, headline="maintenance mode ended",
+                summary="Maintenance mode ended; the failover is armed again.",
+                next_steps=["Nothing to do."], commands=[status])
+        return None
 
     # -- the operations ---------------------------------------------------------------
     def resume_interrupted(self) -> RunReport | None:
@@ -131,7 +161,10 @@ class Engine:
         # Before its first step, engage holds the standby lock (engine/standby.py): a swap
         # in progress finishes first (seconds), and an import still loading is refused at
         # its swap, because from here on the state says engaging.
+        self._manual = manual
         self.runner.force = force
+        if self.record.state != State.ENGAGING:
+            self.outage_seen = self.record.down_since is not None
         with self._standby_lock():
             if self.record.state != State.ENGAGING:
                 try:
@@ -268,3 +301,7 @@ class Engine:
         self.record.window = []
         self.record.production_back = False
 
+
+def _clip(text: str, width: int) -> str:
+    line = text.splitlines()[0] if text else ""
+    return line if len(line) <= width else line[:width - 3].rstrip() + "..."

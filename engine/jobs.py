@@ -265,12 +265,10 @@ def _refresh_metrics(policy: Policy) -> None:
 def _mail_failure(policy: Policy, job: JobSpec, result: JobResult) -> None:
     if not policy.notify:
         return
-    from engine.mail import send_mail
-    from engine.secrets import SecretStore
+    from engine.notifier import Notifier
 
     try:
-        send_mail(policy.notify, f"[{policy.name}] job {job.name} failed",
-                  f"Policy: {policy.name}\nJob: {job.name}\nTime: {isotime()}\n\n{result.reason}\n",
-                  spool_dir=StatePaths(policy.state_dir).spool_dir, secret=SecretStore(policy).path)
+        # A `job_failed` event: queued in the outbox; the command delivers it at its end.
+        Notifier(policy).job_failed(job.name, result.reason or "failed", isotime())
     except Exception as exc:  # noqa: BLE001 - a mail failure must not hide the job's failure
-        log.warning("job %s: failure mail not sent: %s", job.name, exc)
+        log.warning("job %s: failure event not queued: %s", job.name, exc)

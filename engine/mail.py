@@ -97,15 +97,17 @@ def mail_body(message: str, *, policy: str, state: str | None = None,
     return "\n".join(lines) + "\n"
 
 
-def compose(notify_config: Mapping[str, Any] | None, subject: str, body: str) -> EmailMessage:
-    """A ready-to-send message with From, To, Subject, Date and Message-ID."""
+def compose(notify_config: Mapping[str, Any] | None, subject: str, body: str, *,
+            message_id: str | None = None) -> EmailMessage:
+    """A ready-to-send message with From, To, Subject, Date and Message-ID (`message_id`
+    when given: an event's mail keeps one id however often it is retried)."""
     cfg = email_config(notify_config)
     msg = EmailMessage()
     msg["From"] = cfg["from"]
     msg["To"] = ", ".join(cfg["to"])
     msg["Subject"] = subject
     msg["Date"] = formatdate(usegmt=True)
-    msg["Message-ID"] = make_msgid(idstring="failover", domain=socket.getfqdn())
+    msg["Message-ID"] = message_id or make_msgid(idstring="failover", domain=socket.getfqdn())
     # RFC 3834: tells autoresponders not to answer a machine's mail.
     msg["Auto-Submitted"] = "auto-generated"
     msg.set_content(body)
@@ -328,6 +330,25 @@ def flush_spool(notify_config: Mapping[str, Any] | None, spool_dir: Path, secret
         raise StepError(f"{error}; the message is spooled in {spool_dir} and will be sent on the "
                         "next transition", retryable=error.retryable)
     return len(result.delivered)
+
+
+def deliver(notify_config: Mapping[str, Any] | None, msg: EmailMessage, *,
+            secret: SecretLookup, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """Send one message now, without the spool (the event outbox keeps its own copy);
+    StepError when the relay did not accept it (`retryable` False for a 5xx reply)."""
+    cfg = email_config(notify_config)
+    raw = msg.as_bytes(policy=_WIRE)
+    sender = parseaddr(str(msg["From"]))[1]
+    to = [address for _, address in getaddresses([str(v) for v in msg.get_all("To", [])])]
+    with _connect(cfg, secret, timeout) as client:
+        try:
+            client.sendmail(sender, to, raw)
+        except smtplib.SMTPException as exc:
+            raise StepError(f"notify: mail relay {relay(notify_config)}: {_why(exc)}",
+                            retryable=not _permanent(exc)) from None
+        except OSError as exc:
+            raise StepError(f"notify: mail relay {relay(notify_config)}: {_why(exc)}",
+                            retryable=True) from None
 
 
 @dataclass(frozen=True)

@@ -173,17 +173,15 @@ class Monitor:
         before = record.disarmed
         record.disarmed = reason
         if reason is None:
-            record.disarmed_since = None
+            since, record.disarmed_since = record.disarmed_since, None
             event(log, "engine.rearmed", f"the failover is armed again (was disarmed: {before})")
-            self.engine.mail("armed again", "the failover is armed again; it was disarmed: "
-                             f"{before}")
+            self.engine.notifier.rearmed(record, before, since)
             return
         if before is None:
             record.disarmed_since = isotime()
             event(log, "engine.disarmed", f"the failover is disarmed: {reason}",
                   level=logging.WARNING, reason=reason)
-            self.engine.mail("DISARMED", f"the failover is disarmed and could not engage: "
-                             f"{reason}")
+            self.engine.notifier.disarmed(record, reason)
         else:  # still disarmed, for another reason: log it, but one mail is enough
             event(log, "engine.disarmed", f"the failover is still disarmed: {reason}",
                   level=logging.WARNING, reason=reason)
@@ -238,16 +236,34 @@ class Monitor:
                 record.production_back = True
                 log.info("production is back (%d good cycles in a row); run "
                          "`failover-engine restore` when ready", tally.successes)
-                engine.mail("production back", "production answers again; the failover stays "
-                            "engaged until an operator runs `failover-engine restore`")
+                # Not after a planned `engage --now` while production was fine: only an
+                # outage seen before or during the engagement comes "back".
+                if engine.outage_seen:
+                    engine.notifier.production_back(record, tally.successes)
             elif verdict is Cycle.FAILED:
                 record.production_back = False
+                engine.outage_seen = True
+        self._notify_outage(verdict, state)
         self._remind()
+
+    def _notify_outage(self, verdict: Cycle, before: State) -> None:
+        """The outage warning (once, at `warn_at` failures) and its all-clear; never per probe."""
+        record, notifier = self.engine.record, self.engine.notifier
+        if record.state in ARMED and verdict is Cycle.FAILED:
+            warn_at = notifier.warn_at
+            if warn_at is not None and record.failures >= warn_at and \
+                    notifier.open_warning() is None:
+                notifier.outage_warning(record)
+        elif record.state in ARMED and verdict is Cycle.OK and before in ARMED:
+            warning = notifier.open_warning()
+            if warning is not None:
+                notifier.outage_cleared(record, warning)
 
     def _engage_if_allowed(self, line: str) -> None:
         engine = self.engine
         if not self.policy.monitor.auto_engage:
             log.warning("the outage is prolonged, but auto_engage is false: not engaging")
+            engine.notifier.manual_decision(engine.record)  # once per outage (its id)
             return
         if engine.held_down():
             log.warning("the outage is prolonged, but the hold-down after the last restore "
@@ -269,8 +285,7 @@ class Monitor:
         last = parse_isotime(record.last_reminder) or parse_isotime(record.since)
         if last is None or utcnow() - last >= timedelta(seconds=parse_duration(every)):
             record.last_reminder = isotime()
-            self.engine.mail(f"reminder: still {record.state}",
-                             f"the engine is still {record.state} since {record.since}")
+            self.engine.notifier.reminder(record)
 
     def _write_metrics(self) -> None:
         from engine.metrics import refresh_metrics
@@ -348,6 +363,8 @@ class Monitor:
     def run_forever(self, *, max_cycles: int | None = None) -> None:
         """Cycle every interval until the stop event is set (or `max_cycles` have run)."""
         stop = self.engine.stop
+        # The outbox is retried on its own schedule, in the background (engine/notifier.py).
+        self.engine.notifier.start(stop)
         self.engine.resume_interrupted()
         start = time.monotonic()
         slot = 0

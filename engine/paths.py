@@ -58,6 +58,17 @@ class StatePaths:
         return self.state_dir / "spool"
 
     @property
+    def outbox_dir(self) -> Path:
+        """`outbox/`: events waiting for a channel (`<id>.<channel>.json`; engine/outbox.py),
+        and `outbox/sent/`, a marker per event and channel already delivered."""
+        return self.state_dir / "outbox"
+
+    @property
+    def events_log(self) -> Path:
+        """`events.jsonl`: every event the engine emitted, one JSON line each (the timeline)."""
+        return self.state_dir / "events.jsonl"
+
+    @property
     def parked_dir(self) -> Path:
         """`parked/`: cron files `disable_cron` moved aside (unless the step sets park_dir)."""
         return self.state_dir / "parked"
@@ -106,7 +117,7 @@ class StatePaths:
         an operator may link those to a bigger disk or a collector's directory."""
         return (self.state_file, self.engine_lock, self.audit_log, self.paused,
                 self.jobs_dir, self.requests_dir, self.spool_dir, self.parked_dir,
-                self.crash_dir)
+                self.crash_dir, self.outbox_dir, self.events_log)
 
     def job_work_dir(self, name: str) -> Path:
         """`work/<name>/`: a job's work directory when the policy sets no `work_dir`."""

@@ -36,6 +36,8 @@ LIMITS: dict[str, tuple[str, int]] = {
     "pause_reason": ("pause file", 64 * KiB),
     "checksum": ("checksum file", 64 * KiB),
     "request": ("request file", 64 * KiB),
+    "outbox_item": ("outbox item", 1 * MiB),
+    "event_log": ("event log", 1 * MiB),
 }
 
 

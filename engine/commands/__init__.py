@@ -29,7 +29,11 @@ def load(args: argparse.Namespace) -> Policy:
     # The same bounds as the policy's state_dir (no NUL, at most 1024 bytes).
     if override is not None and (problem := path_problem(str(override))):
         raise UsageError(f"--state-dir: {problem}")
-    return load_policy(policy_path(args), state_dir=override)
+    policy = load_policy(policy_path(args), state_dir=override)
+    from engine.notifier import remember
+
+    remember(policy)  # its event outbox is retried when the command ends (engine/cli.py)
+    return policy
 
 
 def preflight(policy: Policy) -> None:

@@ -113,7 +113,7 @@ def test_run_engages_after_threshold_and_restores_through_the_monitor(tmp_path, 
         assert not (tmp_path / "cron.d" / "refresh").exists()
         smtp_sink.wait_for(3)
         subjects = [m["Subject"] for m in smtp_sink.messages]
-        assert any("engaging" in s for s in subjects) and any("engaged" in s for s in subjects)
+        assert any("engaging" in s for s in subjects) and any(" ENGAGED: " in s for s in subjects)
         assert any("engaging on purpose" in m.get_content() for m in smtp_sink.messages)
 
         status = cli(policy, "status", "--json")

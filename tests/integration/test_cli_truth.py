@@ -146,10 +146,11 @@ def test_a_guard_answering_301_is_reachable_and_the_outage_engages(tmp_path, htt
     # The mails say what status says: the count while counting, then how long it is down.
     smtp_sink.wait_for(3)
     bodies = {m["Subject"]: m.get_content() for m in smtp_sink.messages}
-    engaged = [b for s, b in bodies.items() if "] engaged:" in s]
-    assert engaged and "Production down for: " in engaged[0], bodies
-    suspect = [b for s, b in bodies.items() if "] suspect:" in s]
-    assert suspect and "Failures in a row: 1/3" in suspect[0], bodies
+    engaged = [b for s, b in bodies.items() if "] ENGAGED: " in s]
+    assert engaged and "failures: 3/3" in engaged[0] and "down since: 20" in engaged[0], bodies
+    # One warning at half the threshold (2 of 3), not a mail per failed probe.
+    warning = [b for s, b in bodies.items() if "] WARNING: " in s and s.endswith("(2/3)")]
+    assert len(warning) == 1 and "failures: 2/3" in warning[0], bodies
     log = monitor.stop()
     assert "suspect → suspect" not in log
     assert "failed (4/3)" not in log and "down for" in log

@@ -89,8 +89,8 @@ def test_refused_update_stops_engage_before_the_lock_and_sends_no_engaged_mail(
     smtp_sink.wait_for(2)
     bodies = [m.get_content() for m in smtp_sink.messages]
     assert not any("FAILOVER ENGAGED" in b for b in bodies)
-    assert not any("engaged:" in m["Subject"] for m in smtp_sink.messages)
-    assert any("aborted" in m["Subject"] for m in smtp_sink.messages)
+    assert not any(" ENGAGED: " in m["Subject"] for m in smtp_sink.messages)
+    assert any(" ABORTED: " in m["Subject"] for m in smtp_sink.messages)
 
 
 def test_sigkill_during_wait_dns_resumes_without_resending_the_update(

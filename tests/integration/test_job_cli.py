@@ -160,7 +160,7 @@ def test_a_broken_dump_fails_with_one_mail_and_leaves_live_untouched(world, mari
     check = cli(policy, "check", "dump-age", "--log", str(tmp_path / "import.log"))
     assert check.stdout.startswith("DUMP-AGE OK")  # the last success is still recent
     smtp_sink.wait_for(1)
-    failures = [m for m in smtp_sink.messages if "job import failed" in m["Subject"]]
+    failures = [m for m in smtp_sink.messages if " JOB FAILED: job import" in m["Subject"]]
     assert len(failures) == 1
 
 

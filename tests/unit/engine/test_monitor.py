@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.events import this_host
 from engine.failover import Engine
 from engine.monitor import Monitor
 from engine.monitor_requests import collect_reply, has_pending, submit
@@ -143,8 +144,18 @@ def test_hold_down_blocks_a_second_automatic_engage_and_engage_now_overrides(wor
     assert collect_reply(paths, request.request_id) is None  # collected once, then gone
 
 
+def _delivered(engine):
+    """Deliver what the outbox holds now (the background deliverer may be busy with it)."""
+    engine.notifier.drain(10, wait=10)
+
+
+def _kinds(engine):
+    return [e["kind"] for e in engine.notifier.history()]
+
+
 def test_production_back_is_reported_once_but_never_fails_back(world, https_server, smtp_sink):
     monitor, engine = world(smtp_sink=smtp_sink, rise=2)
+    engine.policy.notify["email"]["events"] = ["production_back"]
     https_server.stop()
     for _ in range(3):
         monitor.cycle()
@@ -155,22 +166,46 @@ def test_production_back_is_reported_once_but_never_fails_back(world, https_serv
     monitor.cycle()
     monitor.cycle()
     assert engine.record.production_back and engine.record.state == "engaged"
-    backs = [m for m in smtp_sink.messages if "production back" in m["Subject"]]
-    assert len(backs) == 1
+    _delivered(engine)
+    backs = [m for m in smtp_sink.messages if "PRODUCTION BACK" in m["Subject"]]
+    assert len(backs) == 1 and _kinds(engine).count("production_back") == 1
 
 
-def test_transition_mails_and_reminders(world, https_server, smtp_sink):
+def test_no_production_back_after_a_planned_engage(world, smtp_sink):
+    monitor, engine = world(smtp_sink=smtp_sink, rise=1)
+    engine.policy.notify["email"]["events"] = ["production_back", "engaged"]
+    engine.engage(manual=True)  # production is fine: a planned engage
+    for _ in range(3):
+        monitor.cycle()
+    assert engine.record.production_back and engine.record.state == "engaged"
+    _delivered(engine)
+    subjects = [m["Subject"] for m in smtp_sink.messages]
+    assert "production_back" not in _kinds(engine)
+    assert len(subjects) == 1 and " ENGAGED: " in subjects[0]
+
+
+def test_one_style_warning_engaged_and_reminders_no_per_probe_mail(world, https_server,
+                                                                   smtp_sink):
     monitor, engine = world(smtp_sink=smtp_sink)
     https_server.stop()
     for _ in range(4):
         monitor.cycle()
+    _delivered(engine)
     subjects = [m["Subject"] for m in smtp_sink.messages]
-    assert any("suspect" in s for s in subjects)
-    assert any("engaging" in s for s in subjects)
-    assert any("engaged" in s and "reminder" not in s for s in subjects)
-    assert any("reminder: still engaged" in s for s in subjects)  # remind_every 0s
-    body = smtp_sink.messages[0].get_content()
-    assert "Policy: mon" in body and "State: " in body
+    host = this_host()
+    head = f"[failover-engine mon@{host}] "
+    assert all(s.startswith(head) for s in subjects), subjects
+    titles = [s[len(head):].split(":")[0] for s in subjects]
+    # threshold 3 → one warning at 2/3 (not at the first failed probe), then engaged with
+    # its change, then the reminders (remind_every 0s); nothing for suspect or engaging.
+    assert titles[:2] == ["WARNING", "ENGAGED"] and set(titles[2:]) == {"REMINDER"}
+    assert subjects[0].endswith("WARNING: 127.0.0.1 failing (2/3)")
+    assert subjects[1].endswith("ENGAGED: 127.0.0.1 → standby")
+    body = smtp_sink.messages[1].get_content()
+    for part in ("Timeline:", "Changes:", "engage step 1 (lock)", "Next steps:", "Commands:",
+                 "policy:   mon", "state:    engaged", "failures: 3/3"):
+        assert part in body, part
+    assert "restore" in body.split("Commands:")[1]
 
 
 def test_a_refused_request_is_replied_and_recorded_not_raised(world):
@@ -211,17 +246,17 @@ def test_run_forever_stops_on_the_event_and_keeps_the_schedule(world):
     assert saved.cycles == 5 and saved.last_cycle
 
 
-def test_no_duplicate_engaging_mail_when_the_engage_starts_with_its_own_notify(
+def test_a_notify_step_and_the_engaged_event_are_two_different_mails(
         tmp_path, https_server, http_server, pki, smtp_sink):
     policy = make_policy(tmp_path, https_server, http_server, pki, smtp_sink)
     policy.engage.insert(0, Step("notify", {"message": "engaging now"}, on_error="continue",
                                  where="engage[0]"))
     engine = Engine(policy, StateStore(policy.state_dir))
     engine.engage(manual=True)
+    _delivered(engine)
     subjects = [m["Subject"] for m in smtp_sink.messages]
-    assert any(s.endswith(": engaging now") for s in subjects)
-    assert not any(s.startswith("[mon] engaging:") for s in subjects)
-    assert any(s.startswith("[mon] engaged:") for s in subjects)
+    assert sorted(s.split("] ", 1)[1] if s.startswith("[failover") else s for s in subjects) \
+        == ["ENGAGED: 127.0.0.1 → standby", "t: engaging now"]
 
 
 def test_schedule_catches_up_small_overruns_and_skips_after_a_long_stall():
