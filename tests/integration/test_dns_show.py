@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from actions.base import Context
 from actions.nsupdate import NsUpdate
 from actions.registry import build_step
 from actions.wait_dns import WaitDns
@@ -19,7 +18,7 @@ from engine.commands import dns as dns_command
 from engine.drillkit.named import DnsLab
 from engine.policy import load_policy
 from tests.fixtures.bind import PROD, STANDBY
-from tests.support import REPO
+from tests.support import REPO, step_context
 
 NAME = "goc.example.test."
 
@@ -59,8 +58,7 @@ def dns_show(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, list[
 
 def switch_to_standby(lab: DnsLab, tmp_path: Path) -> None:
     assert lab.primary is not None
-    ctx = Context(policy_name="test", state_dir=tmp_path, step_id="engage/1",
-                  secret=lambda name: lab.update_key_file, log=lambda line: None)
+    ctx = step_context(tmp_path, secret=lab.update_key_file, step_id="engage/1")
     NsUpdate({"server": lab.primary.address, "zone": "example.test", "name": NAME,
               "expect": PROD, "set": STANDBY, "key": "tsig"}).apply(ctx)
 
@@ -71,8 +69,7 @@ def waited_on(policy_path: Path, tmp_path: Path) -> list[str]:
     [spec] = [s for s in policy.restore if s.kind == "wait_dns"]
     step = build_step(spec.kind, spec.params)
     assert isinstance(step, WaitDns)
-    ctx = Context(policy_name="test", state_dir=tmp_path, step_id="restore/2",
-                  secret=lambda name: tmp_path / name, log=lambda line: None)
+    ctx = step_context(tmp_path, step_id="restore/2")
     plan = step.plan(ctx)
     assert plan.problem is None, plan.problem
     return list(plan.before)

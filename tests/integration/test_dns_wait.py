@@ -13,6 +13,7 @@ from actions.wait_dns import WaitDns, guess_type
 from engine.drillkit.named import DnsLab
 from engine.errors import StepError
 from tests.fixtures.bind import PROD, STANDBY
+from tests.support import step_context
 
 NAME = "goc.example.test."
 T0 = 1_800_000_000.0
@@ -44,12 +45,8 @@ def waiter(lab: DnsLab, clock: FakeClock | None = None, **params: Any) -> WaitDn
 
 
 def make_ctx(tmp_path: Path, lab: DnsLab, **kw: Any) -> tuple[Context, list[str], list[dict]]:
-    lines: list[str] = []
-    saved: list[dict] = []
-    ctx = Context(policy_name="test", state_dir=tmp_path, step_id="restore/2",
-                  secret=lambda name: lab.update_key_file, log=lines.append, **kw)
-    ctx.save_progress = lambda: saved.append(dict(ctx.progress))
-    return ctx, lines, saved
+    ctx = step_context(tmp_path, secret=lab.update_key_file, step_id="restore/2", **kw)
+    return ctx, ctx.lines, ctx.saved
 
 
 def switch(lab: DnsLab, tmp_path: Path) -> None:

@@ -14,15 +14,14 @@ from actions.dump_mariadb import DumpMariadb
 from actions.mariadb_dumpfile import read_trailer
 from engine.errors import StepError
 from tests.fixtures.mariadb import write_option_file
-from tests.support import wait_until
+from tests.support import step_context, wait_until
 
 pytestmark = pytest.mark.integration
 
 
 def make_ctx(tmp_path: Path, option_file: Path, lines: list[str] | None = None) -> Context:
     log = lines if lines is not None else []
-    return Context(policy_name="test", state_dir=tmp_path, step_id="dump",
-                   secret=lambda name: option_file, log=log.append, progress={})
+    return step_context(tmp_path, secret=option_file, step_id="dump", log=log.append)
 
 
 def dumper(path: Path, database: str = "gocdb_src", **extra: Any) -> DumpMariadb:

@@ -11,21 +11,15 @@ import pytest
 from actions.archive import Archive
 from actions.base import Context
 from engine.errors import StepError
+from tests.support import step_context
 
 NOW = datetime(2025, 11, 26, 6, 45, 0, tzinfo=UTC)
 
 
 def _ctx(tmp_path: Path, input_file: Path | None = None, pending: bool = False) -> Context:
-    return Context(
-        policy_name="test",
-        state_dir=tmp_path / "state",
-        step_id="job:import/3",
-        secret=lambda name: tmp_path / name,
-        log=[].append,
-        progress={},
-        previous_output=input_file,
-        previous_output_pending=pending,
-    )
+    return step_context(tmp_path / "state", secret=lambda name: tmp_path / name,
+                        step_id="job:import/3", previous_output=input_file,
+                        previous_output_pending=pending)
 
 
 def _step(params: dict, now: datetime = NOW) -> Archive:

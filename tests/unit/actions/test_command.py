@@ -11,14 +11,14 @@ from actions.base import Context
 from actions.command import Command
 from actions.registry import build_step
 from engine.errors import StepError
+from tests.support import step_context
 
 PY = sys.executable
 
 
 def _ctx(state_dir: Path, timeout: float | None = None) -> Context:
     deadline = time.monotonic() + timeout if timeout is not None else None
-    return Context(policy_name="drill", state_dir=state_dir, step_id="engage/5",
-                   secret=lambda name: state_dir / name, log=[].append, deadline=deadline)
+    return step_context(state_dir, policy_name="drill", step_id="engage/5", deadline=deadline)
 
 
 def test_runs_argv_without_a_shell(tmp_path: Path) -> None:

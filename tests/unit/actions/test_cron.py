@@ -12,11 +12,11 @@ from actions.base import Context
 from actions.cron import DisableCron, EnableCron, move_file
 from actions.registry import build_step
 from engine.errors import StepError
+from tests.support import step_context
 
 
 def _ctx(state_dir: Path) -> Context:
-    return Context(policy_name="drill", state_dir=state_dir, step_id="engage/2",
-                   secret=lambda name: state_dir / name, log=[].append)
+    return step_context(state_dir, policy_name="drill", step_id="engage/2")
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int, int]]:

@@ -11,18 +11,12 @@ import pytest
 from actions.base import Context
 from actions.fetch import Fetch, parse_source
 from engine.errors import StepError
+from tests.support import step_context
 
 
 def _ctx(tmp_path: Path, work_dir: str | None = None) -> Context:
-    return Context(
-        policy_name="test",
-        state_dir=tmp_path / "state",
-        step_id="job:import/0",
-        secret=lambda name: tmp_path / name,
-        log=[].append,
-        progress={},
-        work_dir=Path(work_dir) if work_dir else None,
-    )
+    return step_context(tmp_path / "state", secret=lambda name: tmp_path / name,
+                        step_id="job:import/0", work_dir=Path(work_dir) if work_dir else None)
 
 
 @pytest.fixture

@@ -11,11 +11,11 @@ from actions.base import Context
 from actions.lock import Lock
 from actions.registry import build_step
 from engine.errors import StepError
+from tests.support import step_context
 
 
 def _ctx(state_dir: Path) -> Context:
-    return Context(policy_name="drill", state_dir=state_dir, step_id="engage/4",
-                   secret=lambda name: state_dir / name, log=[].append)
+    return step_context(state_dir, policy_name="drill", step_id="engage/4")
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
@@ -78,8 +78,7 @@ def test_relative_file_is_taken_from_the_policy_directory(tmp_path: Path) -> Non
 
 
 def test_plan_on_a_fresh_host_where_state_dir_is_still_to_be_created(tmp_path):
-    ctx = Context(policy_name="t", state_dir=tmp_path / "not-yet", step_id="engage[0]",
-                  secret=lambda name: tmp_path / name, log=lambda m: None)
+    ctx = step_context(tmp_path / "not-yet", secret=lambda name: tmp_path / name)
     plan = Lock({"state": "present"}).plan(ctx)
     assert plan.problem is None and not plan.done
     elsewhere = Lock({"state": "present", "file": str(tmp_path / "missing" / "x.lock")})

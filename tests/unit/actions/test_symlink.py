@@ -10,11 +10,11 @@ from actions.base import Context
 from actions.registry import build_step
 from actions.symlink import Symlink
 from engine.errors import StepError
+from tests.support import step_context
 
 
 def _ctx(state_dir: Path) -> Context:
-    return Context(policy_name="drill", state_dir=state_dir, step_id="engage/1",
-                   secret=lambda name: state_dir / name, log=[].append)
+    return step_context(state_dir, policy_name="drill", step_id="engage/1")
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int, int]]:

@@ -14,6 +14,7 @@ import pytest
 from actions.base import Context
 from actions.unzip import Unzip, parse_size
 from engine.errors import StepError
+from tests.support import step_context
 
 # Like a real dump, it compresses a few times, far from the default 200:1 limit.
 DUMP = (
@@ -26,17 +27,10 @@ DUMP = (
 
 def _ctx(tmp_path: Path, work_dir: str | None = None, input_file: str | None = None,
          pending: bool = False) -> Context:
-    return Context(
-        policy_name="test",
-        state_dir=tmp_path / "state",
-        step_id="job:import/1",
-        secret=lambda name: tmp_path / name,
-        log=[].append,
-        progress={},
-        work_dir=Path(work_dir) if work_dir else None,
-        previous_output=Path(input_file) if input_file else None,
-        previous_output_pending=pending,
-    )
+    return step_context(tmp_path / "state", secret=lambda name: tmp_path / name,
+                        step_id="job:import/1", work_dir=Path(work_dir) if work_dir else None,
+                        previous_output=Path(input_file) if input_file else None,
+                        previous_output_pending=pending)
 
 
 def _zip(path: Path, *members: tuple[zipfile.ZipInfo | str, bytes]) -> Path:
