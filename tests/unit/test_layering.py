@@ -14,8 +14,8 @@ import pytest
 from tests.support import REPO
 
 # The orchestration layers: the CLI, its subcommands, and what ties machine and runner together.
-_ORCHESTRATION = ("engine.cli", "engine.commands", "engine.monitor", "engine.service",
-                  "engine.failover", "engine.jobs")
+_ORCHESTRATION = ("engine.cli", "engine.commands", "engine.monitor", "engine.failover",
+                  "engine.jobs")
 
 # module prefix → module prefixes it must never import
 FORBIDDEN: dict[str, tuple[str, ...]] = {
