@@ -71,9 +71,10 @@ def _client_cn(connection: socket.socket) -> str | None:
         return None
     peer = connection.getpeercert()
     for rdn in (peer or {}).get("subject", ()):
-        for key, value in rdn:
+        for attribute in rdn:
+            key, value = attribute[0], attribute[1]
             if key == "commonName":
-                return value
+                return str(value)
     return None
 
 
@@ -92,7 +93,7 @@ class _Server(ThreadingHTTPServer):
         # Runs in the per-connection thread: the TLS handshake happens here, not in accept().
         request.settimeout(10)
         if self.context is None:
-            self.RequestHandlerClass(request, client_address, self)
+            self.RequestHandlerClass(request, client_address, self)  # type: ignore[arg-type]
             return
         try:
             tls = self.context.wrap_socket(request, server_side=True)
@@ -103,7 +104,7 @@ class _Server(ThreadingHTTPServer):
         # wrap_socket took over the descriptor: the base class's shutdown_request() only
         # sees the detached plain socket, so the TLS socket is closed here.
         try:
-            self.RequestHandlerClass(tls, client_address, self)
+            self.RequestHandlerClass(tls, client_address, self)  # type: ignore[arg-type]
         finally:
             tls.close()
 

@@ -19,11 +19,15 @@ import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+if TYPE_CHECKING:  # only for the annotation: older cryptography releases name it otherwise
+    from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 _VALIDITY = dt.timedelta(days=2)
 
@@ -74,7 +78,8 @@ def _write_cert(path: Path, cert: x509.Certificate) -> None:
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
-def _builder(subject: x509.Name, issuer: x509.Name, public_key: object) -> x509.CertificateBuilder:
+def _builder(subject: x509.Name, issuer: x509.Name,
+             public_key: CertificatePublicKeyTypes) -> x509.CertificateBuilder:
     now = dt.datetime.now(dt.UTC)
     return (
         x509.CertificateBuilder()
