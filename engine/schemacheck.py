@@ -169,8 +169,6 @@ def _frozen(kinds: dict[str, list[str]]) -> tuple[tuple[str, tuple[str, ...]], .
 def _load_schemas(schema_dir: Path,
                   kinds: tuple[tuple[str, tuple[str, ...]], ...]) -> Schemas:
     from jsonschema import Draft202012Validator
-    from referencing import Registry, Resource
-    from referencing.jsonschema import DRAFT202012
 
     by_id: dict[str, Any] = {}
     for file in sorted(schema_dir.rglob("*.json")):
@@ -186,22 +184,77 @@ def _load_schemas(schema_dir: Path,
         schema_id = contents.get("$id") if isinstance(contents, dict) else None
         if not isinstance(schema_id, str):
             raise PolicyError([f"{file}: schema has no \"$id\" (every schema file needs one)"])
+        schema_id = internal_id(file.relative_to(schema_dir).as_posix(), schema_id)
+        # In memory every document carries its absolute internal id, so $refs resolve
+        # the same way under every jsonschema release (with or without `referencing`).
+        contents["$id"] = schema_id
         by_id[schema_id] = contents
     if MAIN_SCHEMA not in by_id:
         raise PolicyError([f"{schema_dir}/policy.schema.json: missing (a broken install)"])
     by_id[MAIN_SCHEMA] = assemble_main(by_id[MAIN_SCHEMA], dict(kinds))
     missing = frozenset(_referenced_documents(by_id) - set(by_id))
+    from engine.schemakeywords import extend_validator
+
+    # x-duration, x-cron and x-path are checked by the code the engine runs on them.
+    validator = make_validator(extend_validator(Draft202012Validator), MAIN_SCHEMA,
+                               by_id, missing)
+    return Schemas(by_id=by_id, validator=validator, missing=missing, directory=schema_dir)
+
+
+def internal_id(relative: str, declared: str) -> str:
+    """The absolute id of the schema file `relative` (to the schema directory) whose
+    `$id` is `declared`.
+
+    On disk a file's `$id` is its own name (`"archive.json"`), which an editor resolves
+    against the file's location, so `$ref`s between the files work for editors and
+    `check-jsonschema` without any network. The engine gives each file the id
+    SCHEMA_BASE + its path, under which the same relative `$ref`s resolve. An absolute
+    `$id` from an older install is accepted when it names the same file.
+    """
+    wanted = SCHEMA_BASE + relative
+    if urljoin(wanted, declared) != wanted:
+        raise PolicyError([f"{relative}: \"$id\" is {declared!r}; it must be the file's own "
+                           f"name {relative.rsplit('/', 1)[-1]!r} (a broken install or a "
+                           "copied fragment)"])
+    return wanted
+
+
+def make_validator(cls: Any, root_id: str, by_id: Mapping[str, Any],
+                   missing: Iterable[str] = ()) -> Any:
+    """A `cls` validator of the document `root_id` whose `$ref`s resolve only among
+    `by_id` (never the network); each of `missing` stands for an empty schema.
+
+    jsonschema ≥ 4.18 resolves through the `referencing` library; older releases (Debian
+    12's 4.10) through `RefResolver` with a store, which they have instead.
+    """
+    try:
+        from referencing import Registry, Resource
+        from referencing.jsonschema import DRAFT202012
+    except ImportError:
+        from jsonschema import RefResolver
+
+        store = {**{sid: {} for sid in missing}, **by_id}
+        # handlers={}: no scheme is fetched, so an unknown $ref is an error, not a download.
+        resolver = RefResolver(root_id, by_id[root_id], store=store, handlers={})
+        return cls(by_id[root_id], resolver=resolver)
     # A registry without `retrieve` never fetches anything: an unknown $ref is an error.
     registry = Registry().with_resources(
         [(sid, Resource.from_contents(doc, default_specification=DRAFT202012))
          for sid, doc in by_id.items()]
         + [(sid, DRAFT202012.create_resource({})) for sid in missing]
     )
-    from engine.schemakeywords import extend_validator
+    return cls(by_id[root_id], registry=registry)
 
-    # x-duration, x-cron and x-path are checked by the code the engine runs on them.
-    validator = extend_validator(Draft202012Validator)(by_id[MAIN_SCHEMA], registry=registry)
-    return Schemas(by_id=by_id, validator=validator, missing=missing, directory=schema_dir)
+
+def unresolvable_errors() -> tuple[type[Exception], ...]:
+    """The exceptions a `$ref` that does not resolve raises, in this jsonschema release."""
+    try:
+        from referencing.exceptions import Unresolvable
+    except ImportError:
+        from jsonschema.exceptions import RefResolutionError
+
+        return (RefResolutionError,)
+    return (Unresolvable,)
 
 
 def _referenced_documents(by_id: dict[str, Any]) -> set[str]:
@@ -226,15 +279,13 @@ def _referenced_documents(by_id: dict[str, Any]) -> set[str]:
 
 def schema_problems(source: Source, schemas: Schemas) -> list[Finding]:
     """Every schema error of the policy, explained in words, at its YAML position."""
-    from referencing.exceptions import Unresolvable
-
     findings: list[Finding] = []
     try:
         for error in schemas.validator.iter_errors(source.data):
             for path, on_key, message in _explain(error, schemas):
                 line, col = source.position(path, key=on_key)
                 findings.append(Finding(line, col, dotted(path), message))
-    except Unresolvable as exc:  # a $ref into a document that exists but lacks the anchor
+    except unresolvable_errors() as exc:  # a $ref into a document that lacks the anchor
         ref = getattr(exc, "ref", None) or str(exc)
         findings.append(Finding(1, 1, "(schema)", f"cannot validate: schema reference {ref!r} "
                                 f"does not resolve in {schemas.directory} (a broken install)"))

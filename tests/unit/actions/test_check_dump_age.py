@@ -103,15 +103,17 @@ def test_timezone_offsets_are_honoured(tmp_path: Path) -> None:
 
 
 def test_schema_fragment_accepts_and_rejects() -> None:
-    schema = json.loads((REPO / "schemas/steps/check_dump_age.json").read_text())
-    common = json.loads((REPO / "schemas/steps/common.json").read_text())
-    from referencing import Registry, Resource
-
-    registry = Registry().with_resource(common["$id"], Resource.from_contents(common))
+    from engine.schemacheck import SCHEMA_BASE, make_validator
     from engine.schemakeywords import extend_validator
 
+    by_id = {}
+    for name in ("check_dump_age", "common"):
+        document = json.loads((REPO / f"schemas/steps/{name}.json").read_text())
+        document["$id"] = SCHEMA_BASE + f"steps/{name}.json"
+        by_id[document["$id"]] = document
     # The project's validator: durations are checked by its x-duration keyword.
-    validator = extend_validator(jsonschema.Draft202012Validator)(schema, registry=registry)
+    validator = make_validator(extend_validator(jsonschema.Draft202012Validator),
+                               SCHEMA_BASE + "steps/check_dump_age.json", by_id)
     good = {"status_log": "/var/log/x.log", "max_age": "7h", "require_last_ok": True,
             "timeout": "10s"}
     assert list(validator.iter_errors(good)) == []

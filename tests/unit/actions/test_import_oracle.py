@@ -877,12 +877,16 @@ def test_bad_names_are_refused() -> None:
 
 
 def test_schema_fragment() -> None:
-    from referencing import Registry, Resource
+    from engine.schemacheck import SCHEMA_BASE, make_validator
 
     schema = json.loads((REPO / "schemas/steps/import_oracle.json").read_text())
-    common = json.loads((REPO / "schemas/steps/common.json").read_text())
-    registry = Registry().with_resource(common["$id"], Resource.from_contents(common))
-    validator = jsonschema.Draft202012Validator(schema, registry=registry)
+    by_id = {}
+    for name in ("import_oracle", "common"):
+        document = json.loads((REPO / f"schemas/steps/{name}.json").read_text())
+        document["$id"] = SCHEMA_BASE + f"steps/{name}.json"
+        by_id[document["$id"]] = document
+    validator = make_validator(jsonschema.Draft202012Validator,
+                               SCHEMA_BASE + "steps/import_oracle.json", by_id)
     good = {"credentials": "oracle", "schema": "GOCDB5", "last_good": "/var/lib/x",
             "remap_tablespace": {"GOCDB5": "USERS"}, "table_exists_action": "REPLACE",
             "min_rows": {"SITES": 1}, "ignore_errors": ["ORA-31684"], "poll_interval": "2s",
