@@ -58,6 +58,7 @@ COMMANDS = {
     "uninstall": "install:uninstall_main",
     "dns show": "dns:main",
     "drill": "drill:main",
+    "notify test": "notify:test_main",
 }
 
 
@@ -275,6 +276,17 @@ def build_parser() -> argparse.ArgumentParser:
                    description="Ask every authoritative server of the zone what it answers "
                    "for the alias the policy's DNS steps change, with SOA serials.")
 
+    p = sub.add_parser("notify", help="the event channels (email, webhook, alertmanager, command)",
+                       description="The channels of the policy's notify block.")
+    notify = p.add_subparsers(dest="notify", metavar="ACTION", required=True)
+    q = notify.add_parser("test", help="send a test event through each channel, report each",
+                          description="Send a test event through every channel of the policy's "
+                          "notify block (or only CHANNEL) now, and say per channel whether its "
+                          "receiver took it. Exit 0 when all did, 1 when one failed, 2 when "
+                          "there is no such channel.")
+    q.add_argument("channel", nargs="?", metavar="CHANNEL",
+                   help="email, webhook, alertmanager or command (default: all configured)")
+
     p = sub.add_parser("drill", help="a full outage drill on loopback servers (no setup needed)",
                        description="Start a throwaway HTTPS production, SMTP relay and BIND on "
                        "loopback, run the monitor on policies/examples/drill.yaml, stop "
@@ -288,6 +300,8 @@ def _command_key(args: argparse.Namespace) -> str:
         return f"check {args.check}"
     if args.command == "dns":
         return f"dns {args.dns}"
+    if args.command == "notify":
+        return f"notify {args.notify}"
     return args.command
 
 

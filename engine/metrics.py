@@ -23,6 +23,9 @@ a file). Families, all labelled with `policy`:
     failover_engine_hold_down_active                  1 while automatic engage is held down
     failover_engine_aborted                           1 while the engine waits for `reset`
     failover_engine_last_cycle_timestamp_seconds      end of the last completed cycle
+    failover_engine_outbox_depth                      events waiting for a channel (outbox)
+    failover_engine_outbox_oldest_age_seconds         how long the oldest has waited (0: none)
+    failover_engine_outbox_undeliverable_critical     aborted/disarmed events a channel refused
 
 A sample whose value is unknown (a probe never run, a job never succeeded) is left out
 rather than written as 0, so alerts on it do not fire on a fresh install.
@@ -188,6 +191,18 @@ def render_metrics(policy: Policy, state: EngineState, jobs: dict[str, dict[str,
     last_cycle = _timestamp(state.last_cycle)
     if last_cycle is not None:
         cycle.samples.append((base, last_cycle))
+    # The event outbox (engine/outbox.py): what waits for a channel, and for how long.
+    from engine.outbox import Outbox
+
+    outbox = Outbox(policy.state_dir).stats(now)
+    single("outbox_depth", "gauge", "Events waiting in the outbox for a channel.",
+           float(outbox.depth))
+    single("outbox_oldest_age_seconds", "gauge",
+           "Seconds the oldest event in the outbox has waited (0 when it is empty).",
+           float(outbox.oldest_age_seconds or 0.0))
+    single("outbox_undeliverable_critical", "gauge",
+           "Aborted or disarmed events a channel has failed to take (check engine: CRITICAL).",
+           float(len(outbox.waiting_critical)))
 
     return "".join(_render_family(f) for f in families)
 

@@ -119,7 +119,9 @@ class Outbox:
                 continue
             ensure_private_dir(self.dir)
             item = Item(path, event, channel, isotime())
-            atomic_write(path, json.dumps(item.record(), sort_keys=True).encode(), mode=0o600)
+            # 0640: `check engine` (a monitoring group, install --check-group) reads the
+            # items' age and kind; an event holds no secret.
+            atomic_write(path, json.dumps(item.record(), sort_keys=True).encode(), mode=0o640)
             queued.append(channel)
         return queued
 
@@ -219,7 +221,7 @@ class Outbox:
         item.attempts += 1
         item.last_error = error
         item.next_attempt = isotime(now + timedelta(seconds=backoff(item.attempts)))
-        atomic_write(item.path, json.dumps(item.record(), sort_keys=True).encode(), mode=0o600,
+        atomic_write(item.path, json.dumps(item.record(), sort_keys=True).encode(), mode=0o640,
                      durable=False)
 
     def _prune(self, now: datetime) -> None:

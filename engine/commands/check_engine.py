@@ -7,6 +7,8 @@
               failover is disarmed (every guard failing, or the target's probe cannot
               run: engine/arming.py), or a probe's client certificate expires within
               --cert-warning (default 14 days)
+              or an event has waited in the outbox more than OUTBOX_WARNING (10 minutes)
+    CRITICAL  also: an aborted or disarmed event that a channel failed to take
     OK        otherwise
     UNKNOWN   the policy, the state file or the lock cannot be read (permissions: run
               `install --check-group GROUP`), or anything unexpected
@@ -31,6 +33,7 @@ from engine.clock import elapsed
 from engine.commands import load
 from engine.durations import format_duration, parse_duration
 from engine.errors import FailoverError
+from engine.outbox import Outbox, OutboxStats
 from engine.paths import StatePaths
 from engine.policy import Policy
 from engine.state import EngineState, StateStore, parse_isotime, utcnow
@@ -39,6 +42,7 @@ from engine.states import ARMED, RUNNING, State
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 LABELS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
 STALE_INTERVALS = 3
+OUTBOX_WARNING = 600.0  # seconds an event may wait for a channel before WARNING
 
 
 def _outage(policy: Policy, state: EngineState, now: datetime) -> str:
@@ -72,7 +76,8 @@ def expiring_certificates(state: EngineState, now: datetime,
 
 def evaluate(policy: Policy, state: EngineState, paused: bool, now: datetime,
              holder: str | None = None,
-             cert_warning_days: float = CERT_WARNING_DAYS) -> tuple[int, str]:
+             cert_warning_days: float = CERT_WARNING_DAYS,
+             outbox: OutboxStats | None = None) -> tuple[int, str]:
     """(Nagios code, one line with perfdata) for the engine's state at `now`.
 
     `holder` is who holds the engine lock. An engage or restore runs inside the monitor's
@@ -134,6 +139,8 @@ def evaluate(policy: Policy, state: EngineState, paused: bool, now: datetime,
                  " ago" if days <= 0 else
                  f"; client certificate of probe {name} expires in "
                  f"{format_duration(days * 86400)}")
+    if outbox is not None:
+        code, text = _judge_outbox(outbox, code, text)
     if age is not None and code != CRITICAL:
         text += f", last cycle {format_duration(age)} ago"
     # `|` starts the perfdata and a newline the long output: keep them out of the text.
@@ -145,8 +152,28 @@ def evaluate(policy: Policy, state: EngineState, paused: bool, now: datetime,
                          if isinstance(p, dict)) if d is not None]
     if lefts:
         perf.append(f"cert_days_left={min(lefts):.1f};{cert_warning_days:g};0")
+    if outbox is not None:
+        perf.append(f"outbox_depth={outbox.depth};;;0")
+        perf.append(f"outbox_oldest_age={outbox.oldest_age_seconds or 0:.0f}s;"
+                    f"{OUTBOX_WARNING:.0f};;0")
     return code, (f"ENGINE {LABELS[code]} - policy {policy.name} {text}, {failures} | "
                   + " ".join(perf))
+
+
+def _judge_outbox(outbox: OutboxStats, code: int, text: str) -> tuple[int, str]:
+    """Escalate for events that do not get out: CRITICAL for an aborted or disarmed event a
+    channel failed to take, WARNING when one has waited more than OUTBOX_WARNING."""
+    for item in outbox.waiting_critical:
+        code = CRITICAL if code != UNKNOWN else code
+        text += (f"; the {item['kind']} event cannot be delivered by {item['channel']}: "
+                 f"{item['error']}")
+    age = outbox.oldest_age_seconds
+    if age is not None and age > OUTBOX_WARNING:
+        if code == OK:
+            code = WARNING
+        text += (f"; {outbox.depth} event(s) wait in the outbox, the oldest for "
+                 f"{format_duration(age)}")
+    return code, text
 
 
 def _unreadable(policy: Policy) -> Path | None:
@@ -177,7 +204,9 @@ def main(args: argparse.Namespace) -> int:
         state = StateStore(policy.state_dir).load()
         paused = StatePaths(policy.state_dir).paused.exists()
         holder = StateStore(policy.state_dir).holder()
-        code, line = evaluate(policy, state, paused, utcnow(), holder, warn / 86400)
+        now = utcnow()
+        code, line = evaluate(policy, state, paused, now, holder, warn / 86400,
+                              Outbox(policy.state_dir).stats(now))
     except PermissionError as exc:
         print(f"ENGINE UNKNOWN - {exc.filename}: permission denied; let this user read it: "
               "`failover-engine install --check-group GROUP` (docs/operations.md, NRPE)")

@@ -252,7 +252,8 @@ def check_readable_paths(policy: Policy, root: Path) -> tuple[list[Path], list[P
     from engine.paths import StatePaths
 
     paths = StatePaths(Path(policy.state_dir))
-    dirs = [under(root, paths.state_dir), under(root, paths.jobs_dir)]
+    dirs = [under(root, paths.state_dir), under(root, paths.jobs_dir),
+            under(root, paths.outbox_dir)]  # check engine reads the event outbox
     files = [under(root, paths.state_file), under(root, paths.engine_lock)]
     for job in policy.jobs.values():
         files.append(under(root, paths.job_record(job.name)))

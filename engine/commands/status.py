@@ -142,6 +142,7 @@ def collect(policy: Policy, store: StateStore, state: EngineState,
         "jobs": jobs,
         "lock": store.holder(),
         "spooled_mail": spooled,
+        "outbox": _outbox(state_dir, now),
         "hold_down_until": state.hold_down_until,
         "hold_down_active": bool(hold and hold > now),
         "aborted_reason": state.aborted_reason,
@@ -187,6 +188,7 @@ def render_text(data: dict[str, Any], now: datetime) -> str:
         lines.append(f"hold-down: until {data['hold_down_until']} ({active})")
     lines.append(f"lock: {data['lock'] or 'free (no monitor running)'}")
     lines.append(f"spooled mail: {data['spooled_mail']}")
+    lines.append(_outbox_line(data["outbox"]))
     lines.append("probes:")
     for name, probe in data["probes"].items():
         result = {True: "ok", False: "FAILED", None: "not run yet"}[probe["ok"]]
@@ -228,6 +230,30 @@ def render_text(data: dict[str, Any], now: datetime) -> str:
     # Text from files (a pause reason, a job's error) is shown escaped: no control character
     # reaches the terminal (engine/display.py).
     return "\n".join(printable(line) for line in lines) + "\n"
+
+
+def _outbox(state_dir: Path, now: datetime) -> dict[str, Any]:
+    """The event outbox's depth, oldest age and undeliverable must-deliver events."""
+    from engine.outbox import Outbox
+
+    try:
+        return Outbox(state_dir).stats(now).as_dict()
+    except OSError as exc:  # e.g. a user who may not read the state dir: say so, not 0
+        return {"depth": None, "error": f"{exc.filename or state_dir}: {exc.strerror or exc}"}
+
+
+def _outbox_line(outbox: dict[str, Any]) -> str:
+    if outbox["depth"] is None:
+        return f"outbox: unknown ({outbox['error']})"
+    if not outbox["depth"]:
+        return "outbox: empty (every event delivered)"
+    channels = ", ".join(f"{name} {count}" for name, count in sorted(outbox["by_channel"].items()))
+    text = (f"outbox: {outbox['depth']} event(s) waiting ({channels}), oldest queued "
+            f"{outbox['oldest_queued']} ({format_duration(outbox['oldest_age_seconds'] or 0)} ago)")
+    for item in outbox["waiting_critical"]:
+        text += (f"; CRITICAL: the {item['kind']} event has not reached {item['channel']}: "
+                 f"{item['error']}")
+    return text
 
 
 def _next_run(schedule: str | None, now: datetime) -> str | None:

@@ -42,7 +42,8 @@ def test_ok_when_watching_and_cycling(policy, capsys):
     code, line = check(capsys)
     assert code == 0
     assert line == ("ENGINE OK - policy gocdb watching, last cycle 2m ago, failures 0/30 | "
-                    "cycle_age=120s;;1800;0 failures=0;;30;0")
+                    "cycle_age=120s;;1800;0 failures=0;;30;0 outbox_depth=0;;;0 "
+                    "outbox_oldest_age=0s;600;;0")
 
 
 def test_suspect_is_still_ok(policy, capsys):
