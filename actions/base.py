@@ -157,6 +157,23 @@ class Context:
         return max(0.05, self.deadline - time.monotonic())
 
 
+@dataclass
+class Readiness:
+    """One readiness check's verdict (engine/readiness.py): would this work now?
+
+    A step may offer `readiness(ctx) -> Readiness`, a proof stronger than its `plan()` that
+    still changes nothing (nsupdate: the key is accepted and granted for the name).
+    `reason` is a short code from a small fixed set (metrics label it: `ok`, `badsig`,
+    `refused_grant`, …); `detail` the one line an operator acts on; `warning` marks a margin
+    running out (not yet a failure).
+    """
+
+    ok: bool
+    detail: str
+    reason: str = "ok"
+    warning: bool = False
+
+
 @runtime_checkable
 class Action(Protocol):
     """The interface every step kind implements (see module docstring)."""

@@ -50,7 +50,7 @@ import dns.tsig
 import dns.update
 
 from actions import tsig
-from actions.base import Context, Outcome, Plan
+from actions.base import Context, Outcome, Plan, Readiness
 from actions.dnsread import (
     IO_TIMEOUT,
     Answer,
@@ -59,6 +59,7 @@ from actions.dnsread import (
     parse_server,
     read_record,
     show,
+    soa_serial,
 )
 from engine.errors import FailoverError, StepError
 
@@ -69,6 +70,10 @@ BADSIG, BADKEY, BADTIME = 16, 17, 18
 
 
 # -- the step -------------------------------------------------------------------------------
+# How a TSIG failure's message starts → its readiness reason code.
+_TSIG_REASONS = (("BADSIG", "badsig"), ("BADKEY", "badkey"), ("BADTIME", "badtime"))
+
+
 class _Unsent(StepError):
     """The update never left this host (no connection): there is nothing to read back."""
 
@@ -326,6 +331,10 @@ class NsUpdate:
                 f"than the {rdata.fudge}s TSIG allows; fix the time sync (NTP) on this host")
 
     def _refused(self, key: dns.tsig.Key, ctx: Context) -> str:
+        return self._refusal(key, ctx)[1]
+
+    def _refusal(self, key: dns.tsig.Key, ctx: Context) -> tuple[str, str]:
+        """(reason code, message) for a REFUSED update: no grant, or a frozen zone."""
         # REFUSED means either "this key may not change this name" or "updates are off" (a
         # frozen zone). An update that changes nothing tells them apart: it is refused only
         # when the zone takes no updates at all.
@@ -336,10 +345,78 @@ class NsUpdate:
         except StepError:
             zone_refuses = None
         if zone_refuses:
-            return (f"REFUSED: {self.server} takes no updates for zone {self.zone} now (frozen? "
-                    f"run `rndc thaw {self.zone.to_text(omit_final_dot=True)}` there)")
+            return "frozen", (f"REFUSED: {self.server} takes no updates for zone {self.zone} now "
+                              f"(frozen? run `rndc thaw {self.zone.to_text(omit_final_dot=True)}`"
+                              " there)")
         if zone_refuses is None:
-            return (f"REFUSED: {self.server} refused the update of {self.name} {self.rdtype} "
-                    f"with key {keyname} (not allowed, or updates are disabled for {self.zone})")
-        return (f"REFUSED: key {keyname} is not allowed to update {self.name} {self.rdtype} on "
-                f"{self.server}; ask the zone's admins to grant it in update-policy")
+            return "refused", (f"REFUSED: {self.server} refused the update of {self.name} "
+                               f"{self.rdtype} with key {keyname} (not allowed, or updates are "
+                               f"disabled for {self.zone})")
+        return "refused_grant", (f"REFUSED: key {keyname} is not allowed to update {self.name} "
+                                 f"{self.rdtype} on {self.server}; ask the zone's admins to "
+                                 "grant it in update-policy")
+
+    # -- readiness ----------------------------------------------------------------------
+    def readiness(self, ctx: Context) -> Readiness:
+        """Prove on the primary, changing nothing, that the key is accepted AND granted
+        for the name (engine/readiness.py).
+
+        The proof is one signed UPDATE whose prerequisite is the record exactly as it is
+        now and whose update section adds that identical record with its current TTL: a
+        server that accepts it has checked the signature (BADSIG, BADKEY, BADTIME
+        otherwise) and the update-policy grant for this name and type (REFUSED otherwise;
+        a frozen zone is told apart as in apply), and adding what is already there changes
+        nothing, so BIND answers NOERROR and keeps the SOA serial. The serial and the
+        record are read before and after, and a proof that changed either says so.
+        """
+        where = f"{self.name} {self.rdtype} on {self.server}"
+        try:
+            key = self._key(ctx)
+        except StepError as exc:
+            return Readiness(False, str(exc), "key_file")
+        timeout = self._timeout(ctx)
+        try:
+            before = read_record(self.server, self.name, self.rdtype, timeout)
+            serial = soa_serial(self.server, self.zone, timeout)
+        except StepError as exc:
+            return Readiness(False, f"cannot read the primary: {exc}", "unreachable")
+        if not before.values:
+            return Readiness(False, f"{where} has no record: the grant cannot be proved "
+                             "without changing the zone", "no_record")
+        update = dns.update.UpdateMessage(self.zone)
+        update.present(self.name, self.rdtype, *before.values)
+        update.add(self.name, before.ttl or self.ttl, self.rdtype, *before.values)
+        self._sign(update, key)
+        try:
+            response = self._exchange(update, ctx)
+            self._check_tsig(response, update, key)
+        except StepError as exc:
+            text = str(exc)
+            reason = next((code for prefix, code in _TSIG_REASONS if text.startswith(prefix)),
+                          "unreachable" if exc.retryable else "error")
+            return Readiness(False, text, reason)
+        rcode = response.rcode()
+        keyname = key.name.to_text(omit_final_dot=True)
+        if rcode == dns.rcode.REFUSED:
+            reason, message = self._refusal(key, ctx)
+            return Readiness(False, message, reason)
+        if rcode in (dns.rcode.NXRRSET, dns.rcode.NXDOMAIN, dns.rcode.YXRRSET):
+            return Readiness(False, f"{where} changed while it was being checked; the next "
+                             "check proves the grant again", "changed_meanwhile")
+        if rcode != dns.rcode.NOERROR:
+            name = dns.rcode.to_text(rcode)
+            return Readiness(False, f"{name}: {self.server} answered the no-op update of "
+                             f"{self.name} {self.rdtype} with {name}", name.lower()
+                             if name in ("NOTAUTH", "NOTZONE", "SERVFAIL") else "error")
+        try:
+            after = read_record(self.server, self.name, self.rdtype, timeout)
+            serial_after = soa_serial(self.server, self.zone, timeout)
+        except StepError as exc:
+            return Readiness(False, f"the no-op update was accepted, but reading the primary "
+                             f"back failed: {exc}", "unreachable")
+        if serial_after != serial or after.values != before.values:
+            return Readiness(False, f"the no-op update changed zone {self.zone} on "
+                             f"{self.server} (serial {serial} → {serial_after}, {self.name} "
+                             f"{show(before.values)} → {show(after.values)})", "zone_changed")
+        return Readiness(True, f"key {keyname} is accepted and granted for {where} (no-op "
+                         f"update answered NOERROR; serial {serial} unchanged)")
