@@ -172,6 +172,7 @@ class Readiness:
     detail: str
     reason: str = "ok"
     warning: bool = False
+    facts: dict[str, Any] = field(default_factory=dict)  # e.g. fetch: source_bytes
 
 
 @runtime_checkable

@@ -20,20 +20,26 @@ Options:
 
 The step changes nothing: `plan()` reports the age found (and the problem, if any) and
 `apply()` checks again and fails with one line naming the log when the check does not pass.
+`readiness()` (engine/readiness.py) asks for a margin: the age plus one import interval
+(the gap between the next two runs of the job writing the log, else 1h) under `max_age`.
 Both report the facts `last_success` (ISO time of the last `completed ok`) and
 `last_success_age_seconds` when the log has them; the step hands on no output.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from actions.base import Context, Outcome, Plan
+from actions.base import Context, Outcome, Plan, Readiness
 from engine.durations import format_duration, parse_duration
 from engine.errors import StepError
+from engine.schedule import next_run
 from engine.statuslog import StatusLog, StatusLogError, read_status_log
+
+# The import interval the readiness margin assumes when no job's schedule writes the log.
+DEFAULT_IMPORT_INTERVAL = 3600.0
 
 
 class CheckDumpAge:
@@ -50,34 +56,73 @@ class CheckDumpAge:
 
     def _verdict(self) -> tuple[str, str | None, StatusLog | None]:
         """(summary, problem or None, parsed log) — read-only."""
+        summary, problem, log, _reason = self._judge()
+        return summary, problem, log
+
+    def _judge(self) -> tuple[str, str | None, StatusLog | None, str]:
+        """(summary, problem or None, parsed log, reason code for readiness) — read-only."""
         limit = format_duration(self.max_age)
         try:
             log = read_status_log(self.status_log)
         except StatusLogError as error:
-            return f"status log {self.status_log} unreadable", str(error), None
+            return f"status log {self.status_log} unreadable", str(error), None, "unreadable"
         now: datetime | None = self._now()
         if log.last_success is None:
             return (f"no `completed ok` in {self.status_log}",
                     f"{self.status_log} has no successful import: the standby's data is of "
-                    "unknown age; run the import job and check its errors", log)
+                    "unknown age; run the import job and check its errors", log, "no_success")
         age = log.success_age(now)
         if age is None:
             return (f"last `completed ok` in {self.status_log} has no time",
                     f"{self.status_log} line {log.last_success.line_no}: `completed ok` has no "
-                    "timestamp, so the data's age is unknown; run the import job again", log)
+                    "timestamp, so the data's age is unknown; run the import job again", log,
+                    "no_time")
         summary = f"last import completed ok {format_duration(age)} ago (max {limit})"
         if age > self.max_age:
             return summary, (f"{self.status_log}: last successful import was "
                              f"{format_duration(age)} ago, older than max_age {limit}; "
-                             "the standby's data is stale (fix and rerun the import job)"), log
+                             "the standby's data is stale (fix and rerun the import job)"), log, \
+                "stale"
         last = log.last_outcome
         if last is not None and not last.ok:
             summary += f"; a later run failed (line {last.line_no})"
             if self.require_last_ok:
                 return summary, (f"{self.status_log} line {last.line_no}: the last run failed "
                                  f"({last.text[:200]}); require_last_ok forbids engaging — fix "
-                                 "the import or set require_last_ok: false"), log
-        return summary, None, log
+                                 "the import or set require_last_ok: false"), log, "last_failed"
+        return summary, None, log, "ok"
+
+    def import_interval(self, ctx: Context) -> float:
+        """How long until the import after next: the gap between the next two runs of the
+        job that writes this status log (by its cron schedule), else one hour."""
+        jobs = getattr(ctx.policy, "jobs", None) or {}
+        for job in jobs.values():
+            log, schedule = getattr(job, "status_log", None), getattr(job, "schedule", None)
+            if not schedule or log is None or ctx.path(log) != ctx.path(self.status_log):
+                continue
+            first = next_run(schedule, datetime.now(UTC))
+            second = next_run(schedule, first) if first is not None else None
+            if first is not None and second is not None:
+                return (second - first).total_seconds()
+        return DEFAULT_IMPORT_INTERVAL
+
+    def readiness(self, ctx: Context, *, interval: float | None = None) -> Readiness:
+        """Pass with a margin (engine/readiness.py): the check passes now, and the age
+        plus one import interval is still under `max_age`, so one more failed import
+        does not yet make engage refuse. Reads the status log only."""
+        summary, problem, log, reason = self._judge()
+        if problem is not None:
+            return Readiness(False, problem, reason)
+        assert log is not None
+        age = log.success_age(self._now()) or 0.0
+        gap = self.import_interval(ctx) if interval is None else interval
+        left = self.max_age - age - gap
+        if left <= 0:
+            return Readiness(False, f"{summary}: one more import interval "
+                             f"({format_duration(gap)}) without a success and engage refuses; "
+                             "check the import job now", "margin", warning=True)
+        return Readiness(True, f"{summary}; margin {format_duration(left)} after the next "
+                         f"import interval ({format_duration(gap)})")
 
     def _facts(self, log: StatusLog | None) -> dict[str, Any]:
         """`last_success` and its age in seconds, as far as the log tells them."""

@@ -51,7 +51,7 @@ from typing import Any, BinaryIO, ClassVar
 
 import paramiko
 
-from actions.base import Context, Outcome, Plan
+from actions.base import Context, Outcome, Plan, Readiness
 from engine.errors import StepError
 from engine.fsutil import ensure_private_dir, fsync_dir, private_temp
 from engine.safefile import FileRefused, read_limited
@@ -177,6 +177,14 @@ class _RefuseUnknownHost(paramiko.RejectPolicy):
         raise _UnknownHostKey(hostname, key)
 
 
+# Words in a fetch error → the readiness reason code (a bounded set for the metrics label).
+_READINESS_REASONS = (
+    ("has CHANGED", "host_key_changed"), ("is not in", "host_key_unknown"),
+    ("refused key", "key_refused"), ("does not exist", "no_dump"),
+    ("permission denied", "no_dump"),
+)
+
+
 class Fetch:
     kind: ClassVar[str] = "fetch"
 
@@ -252,6 +260,25 @@ class Fetch:
         except StepError as exc:
             problems.append(str(exc))
         return problems
+
+    def readiness(self, ctx: Context) -> Readiness:
+        """Read-only proof that the next fetch can work (engine/readiness.py): the SFTP
+        source answers, its host key matches known_hosts, our key is accepted and the dump
+        is there (a local source: the file is there). Fact `source_bytes`: its size."""
+        local = self.host_problems(ctx)  # our key and known_hosts files, before connecting
+        if local:
+            return Readiness(False, "; ".join(local), "key_file")
+        try:
+            info = self._inspect(ctx)
+        except StepError as exc:
+            text = str(exc)
+            reason = next((code for marker, code in _READINESS_REASONS if marker in text),
+                          "unreachable" if exc.retryable else "error")
+            return Readiness(False, text, reason)
+        how = (f" over SFTP (host key matches {self.known_hosts}, key {self.identity} "
+               "accepted)" if self.remote is not None else "")
+        return Readiness(True, f"{self.source} is there ({info.size} bytes){how}",
+                         facts={"source_bytes": info.size})
 
     # -- where and what ---------------------------------------------------------------
 
