@@ -434,9 +434,15 @@ def _retry_outbox(key: str) -> None:
     seconds (the monitor and the drill deliver on their own schedule)."""
     if key in ("run", "drill", "notify test"):
         return
-    from engine.notifier import drain_after_command
+    try:
+        from engine.notifier import drain_after_command
 
-    drain_after_command(budget=2.0 if key.startswith("check ") else 5.0)
+        drain_after_command(budget=2.0 if key.startswith("check ") else 5.0)
+    except Exception as exc:  # noqa: BLE001 - the command's own result and exit code stand
+        # (a missing dependency, a state dir this user may not read: said already, or not
+        # this command's business)
+        logging.getLogger("failover_engine.cli").debug(
+            "event outbox not retried: %s: %s", type(exc).__name__, exc)
 
 
 def _crashed(args: argparse.Namespace, key: str, prefix: str, nagios: bool) -> int:
