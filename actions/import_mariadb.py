@@ -163,6 +163,14 @@ class ImportMariadb:
 
     # -------------------------------------------------------------------- plan
     def plan(self, ctx: Context) -> Plan:
+        plan = self._plan(ctx)
+        journal = SwapJournal(ctx.state_dir, self.database).path
+        if journal.exists():  # the run starts by finishing or undoing it
+            plan.summary = (f"first finishes or undoes the swap left half-done ({journal});"
+                            f" then {plan.summary}")
+        return plan
+
+    def _plan(self, ctx: Context) -> Plan:
         planned = ctx.planned_input(self.file)
         if planned is not None:
             return self._plan_later(ctx, planned)

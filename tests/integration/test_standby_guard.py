@@ -297,6 +297,9 @@ def test_sigkill_at_the_swap_is_completed_or_undone_by_the_next_run(world, maria
     for point in points:  # the later kills hit the recovery of the earlier one
         _kill_at(world, point)
         _says_critical(world)
+        plan = cli(world, "dry-run", "job", "import")
+        assert "first finishes or undoes the swap left half-done" in plan.stdout, (
+            plan.stdout + plan.stderr)
     if points[0] != "before-rename":  # the RENAME happened: live really lacks objects now
         assert objects(mariadb, LIVE) != EXPECTED
     if points == ["after-rename"]:
