@@ -531,8 +531,14 @@ class ImportOracle:
         """Poll the job to its end. `margin` None: a rollback, which nothing stops."""
         entries: list[Entry] = []
         last_percent = -1
+        stateless = 0
         while True:
             status = session.status(handle)
+            # A job always has a state; none three times running is not "still running".
+            stateless = stateless + 1 if not status.state else 0
+            if stateless >= 3:
+                raise ImportFailed(f"Data Pump job {job}: GET_STATUS reported no job state "
+                                   "three times running")
             for entry in status.entries:
                 entries.append(entry)
                 ctx.log(f"import_oracle: {job}: {entry.one_line()}")

@@ -423,6 +423,19 @@ def test_finding_5_a_stop_request_never_aborts_the_rollback(fake_oracle: FakeOra
     assert len(rollback_polls) == 2     # EXECUTING, COMPLETED: polled to its end
 
 
+def test_finding_11_a_status_without_a_state_is_not_still_running(fake_oracle: FakeOracle,
+                                                                   site) -> None:
+    script_happy(fake_oracle)
+    fake_oracle.scripts.clear()
+    fake_oracle.script_job(r"^F[ER]_", [Status("EXECUTING", 10)] * 10)
+    fake_oracle.script_job(r"^F[ER]_", [Status("EXECUTING", 10)] * 10)
+    fake_oracle.on(r"DBMS_DATAPUMP\.GET_STATUS", outs={"state": None})
+    with pytest.raises(StepError) as err:
+        _step(fake_oracle, site).apply(_ctx(site, []))
+    assert "GET_STATUS reported no job state three times running" in str(err.value)
+    assert len(fake_oracle.matching("GET_STATUS")) == 6   # three for the import, three rollback
+
+
 def test_too_little_time_left_refuses_before_the_drop(fake_oracle: FakeOracle, site) -> None:
     script_happy(fake_oracle)
     ctx = _ctx(site, [])
