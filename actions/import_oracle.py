@@ -79,7 +79,7 @@ from actions.oracle_datapump import (
     DFHDR_MASTER_PIECE_COUNT,
     DFHDR_MASTER_PRESENT,
     DFHDR_METADATA_ENCRYPTED,
-    ENCMODE_NONE,
+    ENCRYPTED_MODES,
     FILE_ACCESS,
     SESSION_LOST,
     TERMINAL,
@@ -514,7 +514,7 @@ class ImportOracle:
         mode = items.get(DFHDR_ENCRYPTION_MODE, "").strip()
         if (any(header.flag(c) for c in (DFHDR_METADATA_ENCRYPTED, DFHDR_DATA_ENCRYPTED,
                                          DFHDR_COLUMNS_ENCRYPTED))
-                or (mode.isdigit() and int(mode) != ENCMODE_NONE)):
+                or (mode.isdigit() and int(mode) in ENCRYPTED_MODES)):
             raise ImportFailed(f"{what} {path} is encrypted: this step gives no encryption "
                                "password; export without ENCRYPTION")
         written_by = items.get(DFHDR_DB_VERSION, "")

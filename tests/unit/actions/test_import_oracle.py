@@ -543,6 +543,12 @@ def test_finding_9_header_checks(fake_oracle: FakeOracle, site, items: dict[str,
     assert not fake_oracle.matching("DROP USER")
 
 
+def test_header_unknown_encryption_mode_is_no_refusal(fake_oracle: FakeOracle, site) -> None:
+    script_happy(fake_oracle)
+    fake_oracle.header("goc5dump.dmp", encryption_mode="1")   # KU$_DFHDR_ENCMODE_UNKNOWN
+    assert _step(fake_oracle, site).apply(_ctx(site, [])).changed
+
+
 # --- finding 10: paths, names, buffers, leftovers, codes, tags --------------------------
 
 
