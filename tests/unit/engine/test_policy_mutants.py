@@ -46,7 +46,7 @@ from tests.support import REPO
 
 SHIPPED = sorted([*REPO.glob("policies/*.yaml"), *REPO.glob("policies/examples/*.yaml")])
 REFUSED_PORT = 9  # discard: nothing listens on loopback, so a connect is refused at once
-MAX_EXAMPLES = int(os.environ.get("FAILOVER_MUTANTS", "120"))
+MAX_EXAMPLES = int(os.environ.get("FAILOVER_MUTANTS", "150"))
 
 HOSTILE: list[Any] = [
     math.nan, math.inf, -math.inf, 0, -1, 1, 2, 10**30, 2**63, 1.5, 1e300,
