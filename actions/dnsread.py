@@ -120,6 +120,10 @@ def canonical(rdtype: str, values: str | Sequence[str]) -> tuple[str, ...]:
                                         origin=dns.name.root, relativize=False)
         except dns.exception.DNSException as exc:
             raise StepError(f"{item!r} is not a valid {rdtype} value ({exc})") from None
+        # Through the wire form and back: dnspython < 2.4 (Debian 12's 2.3) keeps an
+        # address as typed (2001:db8:0::1) where the server writes it canonically.
+        wire = rdata.to_wire() or b""
+        rdata = dns.rdata.from_wire(dns.rdataclass.IN, rdata.rdtype, wire, 0, len(wire))
         out.add(rdata.to_text())
     return tuple(sorted(out))
 

@@ -35,6 +35,7 @@ work dir (`ctx.work_dir`, set by the runner for job steps).
 """
 from __future__ import annotations
 
+import base64
 import binascii
 import contextlib
 import errno
@@ -374,21 +375,21 @@ class Fetch:
             client.close()
             raise StepError(
                 f"fetch: host key of {remote.host}:{self.port} is not in {self.known_hosts} "
-                f"(server offered {exc.key.get_name()} {exc.key.fingerprint}); check that "
+                f"(server offered {exc.key.get_name()} {fingerprint(exc.key)}); check that "
                 f"fingerprint out of band, then add the key to {self.known_hosts}"
             ) from None
         except paramiko.BadHostKeyException as exc:
             client.close()
             raise StepError(
                 f"fetch: host key of {remote.host}:{self.port} has CHANGED: server offered "
-                f"{exc.key.get_name()} {exc.key.fingerprint}, {self.known_hosts} expects "
-                f"{exc.expected_key.fingerprint}; refusing (possible impersonation) - if the host "
+                f"{exc.key.get_name()} {fingerprint(exc.key)}, {self.known_hosts} expects "
+                f"{fingerprint(exc.expected_key)}; refusing (possible impersonation) - if the host "
                 f"was rebuilt, replace its line in {self.known_hosts}"
             ) from None
         except paramiko.AuthenticationException:
             client.close()
             raise StepError(
-                f"fetch: {where} refused key {self.identity} ({key.fingerprint}); add its public "
+                f"fetch: {where} refused key {self.identity} ({fingerprint(key)}); add its public "
                 f"key to that account's authorized_keys"
             ) from None
         except paramiko.ssh_exception.NoValidConnectionsError:
@@ -488,9 +489,33 @@ class Fetch:
         fsync_dir(dest.parent)
 
 
+def fingerprint(key: paramiko.PKey) -> str:
+    """`SHA256:<base64>`, as ssh-keygen -l prints it (paramiko >= 3.2's key.fingerprint;
+    Debian 12's paramiko 2.12 lacks it)."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
+
+
+def _read_key(path: Path) -> paramiko.PKey:
+    """The private key in `path`, whatever its type."""
+    from_path = getattr(paramiko.PKey, "from_path", None)
+    if from_path is not None:  # paramiko >= 3.2 recognises the type itself
+        return from_path(path)
+    # paramiko 2.12 (Debian 12): each key class reads only its own type; try them in turn.
+    failure: Exception | None = None
+    for cls in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
+        try:
+            return cls.from_private_key_file(str(path))
+        except paramiko.PasswordRequiredException:
+            raise
+        except (paramiko.SSHException, ValueError) as exc:
+            failure = exc
+    raise failure or paramiko.SSHException("unknown key type")
+
+
 def _load_key(path: Path) -> paramiko.PKey:
     try:
-        return paramiko.PKey.from_path(path)
+        return _read_key(path)
     except paramiko.PasswordRequiredException:
         raise StepError(
             f"fetch: identity {path} is protected by a passphrase; use a key without one "

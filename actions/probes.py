@@ -249,7 +249,11 @@ class HttpProbe:
 
             with open(self.client_cert, "rb") as handle:
                 cert = x509.load_pem_x509_certificate(handle.read())
-            self._not_after = (signature, cert.not_valid_after_utc)
+            # cryptography < 42 (Debian 12's 38) has only the naive not_valid_after (UTC).
+            after = getattr(cert, "not_valid_after_utc", None)
+            if after is None:
+                after = cert.not_valid_after.replace(tzinfo=UTC)
+            self._not_after = (signature, after)
         return self._not_after[1]
 
     def cannot_run(self) -> str | None:

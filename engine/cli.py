@@ -109,15 +109,23 @@ def version() -> str:
 
 
 def missing_dependencies() -> list[str]:
-    """The required packages this interpreter cannot import (aiosmtpd is optional)."""
+    """The required packages this interpreter cannot import (extras are optional:
+    engine/extras.py)."""
     from importlib.util import find_spec
 
+    from engine.extras import is_optional
+
     return [package for module, package in DEPENDENCIES.items()
-            if package != "aiosmtpd" and find_spec(module) is None]
+            if not is_optional(module) and find_spec(module) is None]
 
 
 def missing_dependency_line(packages: list[str], module: str | None = None) -> str:
     """One line naming the missing package(s) and the fix."""
+    from engine.extras import install_hint
+
+    hint = install_hint(module) if module else None
+    if hint:  # an optional step's package: the fix is its extra, not bootstrap
+        return f"failover-engine: {hint}; it is not installed for {sys.executable}"
     what = (f"the Python package {packages[0]} is" if len(packages) == 1 else
             f"the Python packages {', '.join(packages)} are")
     via = f" (module {module!r})" if module else ""

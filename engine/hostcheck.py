@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import FailoverError
+from engine.extras import install_hint
 from engine.policy import Policy, Step
 from engine.secrets import SecretStore, check_secret_file
 from engine.tlsfiles import tls_file_problems
@@ -122,6 +123,9 @@ def _step_problems(policy: Policy, step: Step, store: SecretStore,
     except ModuleNotFoundError as exc:
         if exc.name == module:  # the step kind's module is not written yet: nothing to ask
             return []
+        hint = install_hint(exc.name or "")
+        if hint:
+            return [f"{step.where} ({step.kind}): {hint}"]
         return [f"{step.where} ({step.kind}): needs the Python module {exc.name!r} "
                 "(run bin/bootstrap to install the dependencies)"]
     except (ImportError, AttributeError, KeyError) as exc:

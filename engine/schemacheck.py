@@ -410,6 +410,10 @@ def _explain_unknown_keys(error: Any, path: tuple[Any, ...], schemas: Schemas) -
     if not isinstance(error.instance, dict):
         return []
     extras = [key for key in error.instance if key not in allowed]
+    if not extras and allowed:
+        # jsonschema < 4.18 (Debian 12's 4.10) also calls an allowed key "unevaluated" when
+        # its value is wrong; that value's own error is reported, so nothing to add here.
+        return []
     if not extras:  # allowed keys unknown (an unusual schema): fall back to jsonschema's words
         extras = re.findall(r"'([^']*)'", str(error.message))
     lines: list[Explained] = []
