@@ -69,6 +69,11 @@ class StatePaths:
         return self.state_dir / "events.jsonl"
 
     @property
+    def readiness(self) -> Path:
+        """`readiness.json`: the monitor's last readiness checks (engine/readiness.py)."""
+        return self.state_dir / "readiness.json"
+
+    @property
     def parked_dir(self) -> Path:
         """`parked/`: cron files `disable_cron` moved aside (unless the step sets park_dir)."""
         return self.state_dir / "parked"
@@ -117,7 +122,7 @@ class StatePaths:
         an operator may link those to a bigger disk or a collector's directory."""
         return (self.state_file, self.engine_lock, self.audit_log, self.paused,
                 self.jobs_dir, self.requests_dir, self.spool_dir, self.parked_dir,
-                self.crash_dir, self.outbox_dir, self.events_log)
+                self.crash_dir, self.outbox_dir, self.events_log, self.readiness)
 
     def job_work_dir(self, name: str) -> Path:
         """`work/<name>/`: a job's work directory when the policy sets no `work_dir`."""

@@ -38,6 +38,7 @@ LIMITS: dict[str, tuple[str, int]] = {
     "request": ("request file", 64 * KiB),
     "outbox_item": ("outbox item", 1 * MiB),
     "event_log": ("event log", 1 * MiB),
+    "readiness": ("readiness record", 1 * MiB),
 }
 
 

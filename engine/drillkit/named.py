@@ -331,6 +331,7 @@ class DnsLab:
         self.relay: Relay | None = None
         self.update_key_file = self.directory / "update-key.key"
         self.other_key_file = self.directory / "other-key.key"
+        self.revoked: set[str] = set()  # labels whose update-key grant is taken away
 
     # -- names -------------------------------------------------------------------------
     def fqdn(self, label: str) -> str:
@@ -388,6 +389,18 @@ class DnsLab:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    # -- the update grant ----------------------------------------------------------------
+    def set_grant(self, label: str, granted: bool) -> None:
+        """Give or take away update-key's grant for `label` (as a DNS admin's config
+        change would): the primary's named.conf is rewritten and `rndc reload` applies it."""
+        if self.primary is None:
+            raise NamedError("the lab is not started")
+        (self.revoked.discard if granted else self.revoked.add)(label)
+        secondary_port = self.secondary.port if self.secondary is not None else None
+        self.primary.config_file.write_text(self._primary_conf(
+            self.primary.directory, self.primary.port, self.primary.rndc_port, secondary_port))
+        self.primary.rndc("reload")
 
     # -- the lagging secondary ---------------------------------------------------------
     def hold_transfers(self) -> None:
@@ -452,7 +465,7 @@ class DnsLab:
                   if secondary_port is not None else "notify no;")
         grants = "".join(
             f"        grant {self.update_key.name} name {self.fqdn(label)} CNAME A AAAA;\n"
-            for label in self.records
+            for label in self.records if label not in self.revoked
         )
         grants += f"        grant {self.other_key.name} name {self.fqdn(self.other_name)} ANY;\n"
         zones = (f'zone "{self.zone}" {{\n    type primary;\n'
