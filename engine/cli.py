@@ -54,6 +54,7 @@ COMMANDS = {
     "job": "job:main",
     "check dump-age": "check_dump_age:main",
     "check engine": "check_engine:main",
+    "check readiness": "check_readiness:main",
     "install": "install:main",
     "uninstall": "install:uninstall_main",
     "dns show": "dns:main",
@@ -260,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--cert-warning", metavar="D", default="14d",
                    help="WARNING when a probe's client certificate expires within D "
                    "(default 14d)")
+    checks.add_parser("readiness", nagios=True,
+                      help="would a failover work now? (the monitor's readiness checks)",
+                      description="Reads the monitor's last readiness checks (engine/"
+                      "readiness.py): CRITICAL naming each failing check and its reason, "
+                      "WARNING when only margins run out or the checks are overdue, UNKNOWN "
+                      "when the policy has no readiness: block or they never ran.")
 
     p = sub.add_parser("install", help="write the systemd unit, the cron file and logrotate",
                        description="Write the monitor's systemd unit, the jobs' cron file and "

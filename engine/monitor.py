@@ -45,6 +45,7 @@ from engine.monitor_requests import (
 )
 from engine.paths import StatePaths
 from engine.policy import Policy
+from engine.readiness import ReadinessRunner, notifier_emit
 from engine.state import isotime, parse_isotime, utcnow
 from engine.states import ARMED, State
 from engine.tally import Cycle, Tally, classify
@@ -77,6 +78,10 @@ class Monitor:
         self._reload = reload
         self._probes: dict[str, object] = {}
         self._build_probes()
+        # Standby readiness (engine/readiness.py): its own schedule, in the background.
+        self.readiness = ReadinessRunner(lambda: self.policy,
+                                         lambda: str(self.engine.record.state),
+                                         notifier_emit(engine))
 
     @property
     def policy(self) -> Policy:
@@ -378,6 +383,7 @@ class Monitor:
             if stop.is_set():
                 break
             line = self.cycle()
+            self.readiness.tick()
             record = self.engine.record
             event(log, "probe.cycle", line, state=record.state, failures=record.failures,
                   probes={n: p["ok"] for n, p in record.last_probes.items()})

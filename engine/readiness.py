@@ -486,3 +486,23 @@ class ReadinessRunner:
             self._emit("regained", "all checks pass",
                        f"The failover would work again: all {len(record.checks)} readiness "
                        f"checks pass (failing before: {', '.join(sorted(before))}).", [])
+
+
+def notifier_emit(engine: Any) -> Callable[[str, str, str, list[str]], None]:
+    """The `emit` of a ReadinessRunner for the monitor: "readiness lost" / "readiness
+    regained" events through the Engine's notifier (engine/notifier.py)."""
+    from engine.events import Kind
+
+    def emit(kind: str, headline: str, summary: str, lines: list[str]) -> None:
+        notifier = engine.notifier
+        lost = kind == "lost"
+        built = notifier.engine_event(
+            Kind.READINESS_LOST if lost else Kind.READINESS_REGAINED, engine.record,
+            key=f"readiness-{kind}@{isotime()}", headline=headline, summary=summary,
+            next_steps=[*lines, "Fix each failing check; `check readiness` shows them, and "
+                        "the next run (or a monitor restart) proves them again."] if lost
+            else ["Nothing to do."],
+            commands=["check readiness", "status"])
+        notifier.emit(built)
+
+    return emit
