@@ -45,6 +45,8 @@ from engine.errors import FailoverError
 from tests.support import REPO
 
 SHIPPED = sorted([*REPO.glob("policies/*.yaml"), *REPO.glob("policies/examples/*.yaml")])
+# Read once: every example of a run starts from the same text (hypothesis replays examples).
+TEXTS = {path: path.read_text(encoding="utf-8") for path in SHIPPED}
 REFUSED_PORT = 9  # discard: nothing listens on loopback, so a connect is refused at once
 MAX_EXAMPLES = int(os.environ.get("FAILOVER_MUTANTS", "150"))
 
@@ -289,7 +291,7 @@ def _mutants_run_or_are_refused(data: st.DataObject) -> None:
     source = data.draw(st.sampled_from(SHIPPED), label="policy")
     with tempfile.TemporaryDirectory(prefix="mutant-") as folder:
         base = Path(folder)
-        policy = _localize(yaml.safe_load(source.read_text()), base)
+        policy = _localize(yaml.safe_load(TEXTS[source]), base)
         _write_fixtures(policy, base)
         mutation = [f"{source.name}:"]
         for _ in range(data.draw(st.integers(1, 2), label="mutations")):
