@@ -25,7 +25,7 @@ from typing import Any
 
 from engine.channels import Channel, build_channels, routes_for
 from engine.errors import FailoverError
-from engine.events import Change, Event, Kind, make_event, target_name
+from engine.events import TITLES, Change, Event, Kind, make_event, target_name
 from engine.fsutil import append_line, ensure_private_dir
 from engine.logs import event as log_event
 from engine.outbox import BACKOFF_MAX, Delivery, Outbox
@@ -123,6 +123,12 @@ class Notifier:
                 return events[index + 1:]
         return events
 
+    def episode_key(self) -> str:
+        """Names the current episode: the id of the event that closed the previous one (two
+        outages within one second still get two warnings)."""
+        events = [e for e in self.history() if e.get("kind") in _CLOSING]
+        return str(events[-1].get("id")) if events else "first"
+
     def open_warning(self) -> dict[str, Any] | None:
         """The outage warning of the current episode when nothing followed it yet (so its
         outage ending deserves an all-clear), else None."""
@@ -153,7 +159,7 @@ class Notifier:
         if record.down_since and kind not in (Kind.JOB_FAILED, Kind.TEST):
             timeline.insert(0, {"time": record.down_since,
                                 "text": f"{self.target} failed its first probe of this outage"})
-        timeline.append({"time": now, "text": f"{kind}: {headline}"})
+        timeline.append({"time": now, "text": f"{TITLES[kind]}: {headline}"})
         return make_event(kind, policy=self.policy.name, key=key, state=str(record.state),
                           time=now, headline=headline, summary=summary, counts=counts,
                           changes=changes, next_steps=next_steps,
@@ -195,7 +201,7 @@ class Notifier:
         then = ("the failover engages by itself" if auto else
                 "auto_engage is off: you will be asked to decide")
         return self.emit(self.engine_event(
-            Kind.OUTAGE_WARNING, record, key=f"outage@{record.down_since}",
+            Kind.OUTAGE_WARNING, record, key=f"outage@{record.down_since}@{self.episode_key()}",
             headline=f"{self.target} failing ({record.failures}/{threshold})",
             summary=f"Production ({self.target}) failed {record.failures} probes in a row; at "
                     f"{threshold} {then}. One message per outage: an ALL CLEAR follows if it "
@@ -218,7 +224,8 @@ class Notifier:
         """`auto_engage: false` and the threshold met: someone must decide, once per outage."""
         threshold = self.policy.monitor.failures_to_engage
         return self.emit(self.engine_event(
-            Kind.MANUAL_DECISION_NEEDED, record, key=f"decide@{record.down_since}",
+            Kind.MANUAL_DECISION_NEEDED, record,
+            key=f"decide@{record.down_since}@{self.episode_key()}",
             headline=f"{self.target} down {record.failures}/{threshold}, auto_engage is off",
             summary=f"Production ({self.target}) met the failover threshold ({threshold} "
                     "failures), but the policy says auto_engage: false, so the engine waits "
@@ -359,6 +366,30 @@ class Notifier:
 def _short(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+def duplicate_notify_steps(policy: Policy) -> list[str]:
+    """`validate`'s warnings: notify steps that say what an event mail already says (a
+    first engage/restore step ↔ engage_started/restoring, a later one ↔ engaged/restored),
+    when `notify.email` routes that event."""
+    from engine.channels import routed
+    from engine.runner import step_label
+
+    email = (policy.notify or {}).get("email")
+    if not isinstance(email, Mapping):
+        return []
+    events = routed(email, "email")
+    found = []
+    for phase, steps, first, later in (
+            ("engage", policy.engage, Kind.ENGAGE_STARTED, Kind.ENGAGED),
+            ("restore", policy.restore, Kind.RESTORING, Kind.RESTORED)):
+        for index, step in enumerate(steps):
+            kind = first if index == 0 else later
+            if step.kind == "notify" and kind in events:
+                found.append(f"{step_label(phase, index)} (notify) mails the admins, and so does "
+                             f"the engine's `{kind}` event: they would get both; remove the "
+                             f"step, or leave `{kind}` out of notify.email.events")
+    return found
 
 
 _REMEMBERED: list[Policy] = []

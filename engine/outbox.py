@@ -57,12 +57,13 @@ class Item:
     attempts: int = 0
     next_attempt: str | None = None
     last_error: str | None = None
+    order: int = 0  # time.time_ns() when queued: events go out in the order they happened
 
     def record(self) -> dict[str, Any]:
         """The item file's JSON object."""
         return {"event": self.event.to_dict(), "channel": self.channel, "queued": self.queued,
                 "attempts": self.attempts, "next_attempt": self.next_attempt,
-                "last_error": self.last_error}
+                "last_error": self.last_error, "order": self.order}
 
 
 @dataclass
@@ -118,7 +119,7 @@ class Outbox:
             if path.exists() or self.was_sent(event.id, channel):
                 continue
             ensure_private_dir(self.dir)
-            item = Item(path, event, channel, isotime())
+            item = Item(path, event, channel, isotime(), order=time.time_ns())
             # 0640: `check engine` (a monitoring group, install --check-group) reads the
             # items' age and kind; an event holds no secret.
             atomic_write(path, json.dumps(item.record(), sort_keys=True).encode(), mode=0o640)
@@ -135,12 +136,13 @@ class Outbox:
                 data = json.loads(read_limited(path, "outbox_item", nofollow=True))
                 found.append(Item(path, Event.from_dict(data["event"]), str(data["channel"]),
                                   str(data["queued"]), int(data.get("attempts", 0)),
-                                  data.get("next_attempt"), data.get("last_error")))
+                                  data.get("next_attempt"), data.get("last_error"),
+                                  int(data.get("order", 0))))
             except FileNotFoundError:
                 continue  # delivered by another process meanwhile
             except (FileRefused, OSError, ValueError, KeyError, TypeError):
                 bad += 1
-        found.sort(key=lambda i: (i.queued, i.path.name))
+        found.sort(key=lambda i: (i.order, i.queued, i.path.name))
         return found, bad
 
     @contextlib.contextmanager

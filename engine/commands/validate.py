@@ -10,9 +10,10 @@ run in CI where the secrets do not exist::
     broken.yaml:14:3: monitor.intervall: unknown key 'intervall' (did you mean 'interval'? …)
     broken.yaml:21:7: engage[2].nsupdate.key: secret 'tsig' is not defined (defined secrets: none…)
 
-`--host` adds the checks of engine/hostcheck.py (secret files and their modes,
-certificates, state_dir, programs the steps need). Exit 0 when all is well, 2 on any
-problem; every problem is one line on stderr.
+A notify step that repeats an event mail (engine/notifier.py) is a warning on stderr;
+the exit code stays 0. `--host` adds the checks of engine/hostcheck.py (secret files
+and their modes, certificates, state_dir, programs the steps need). Exit 0 when all is
+well, 2 on any problem; every problem is one line on stderr.
 """
 from __future__ import annotations
 
@@ -32,6 +33,10 @@ def main(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         return exc.exit_code
     shown = policy_path(args)
+    from engine.notifier import duplicate_notify_steps
+
+    for warning in duplicate_notify_steps(policy):  # a warning, not a failure: exit stays 0
+        print(f"warning: {shown}: {warning}", file=sys.stderr)
     summary = (f"policy '{policy.name}' ({len(policy.engage)} engage steps, "
                f"{len(policy.restore)} restore steps, {len(policy.jobs)} jobs)")
     if getattr(args, "host", False):

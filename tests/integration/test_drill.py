@@ -22,8 +22,13 @@ def test_drill_passes_and_prints_no_secret(tmp_path):
     assert "drill passed" in output
     for check in ["engaged", "cron file parked", "lock written",
                   "DNS primary answers the standby", "every DNS server answers production",
-                  "restored to watching"]:
+                  "restored to watching", "every event delivered (outbox empty)",
+                  "at most 3 messages per channel", "the SMTP sink got each mail once"]:
         assert f"✔ {check}" in output
+    # One outage, engaged and restored: the warning, ENGAGED with its changes, RESTORED.
+    assert "messages per channel: email 3" in output
+    mails = re.findall(r"^  - (\[failover-engine drill@[^\]]+\] [A-Z ]+): ", output, re.M)
+    assert [m.split("] ")[1] for m in mails] == ["WARNING", "ENGAGED", "RESTORED"], output
     assert "Traceback" not in output
     kept = Path(re.search(r"kept (\S+)", output).group(1))
     try:
