@@ -3,11 +3,16 @@
 Everything here is a pure function of the policy and a few install options, so tests
 compare text and `install --dry-run` can diff it against what is on disk.
 
-- `/etc/systemd/system/failover-engine-<policy>.service` runs the monitor (`run`). It
-  restarts on failure but stops for good after `START_LIMIT_BURST` starts within
-  `START_LIMIT_INTERVAL` (a crash loop must page someone, not spin), and is hardened with
-  `ProtectSystem=strict`: the only writable paths are the state directory, the metrics
-  file's directory and what the policy's engage and restore steps write. A step's
+- The template unit `failover-engine@.service` (the Debian package ships it in
+  /lib/systemd/system; install writes it to /etc/systemd/system for a pip install) runs
+  the monitor (`run`) of /etc/failover-engine/<instance>.yaml. It restarts on failure but
+  stops for good after `START_LIMIT_BURST` starts within `START_LIMIT_INTERVAL` (a crash
+  loop must page someone, not spin), and is hardened (`HARDENING`, each directive with its
+  reason; `systemd-analyze security` exposure 2.4) with `ProtectSystem=strict`.
+- The drop-in `/etc/systemd/system/failover-engine@<policy>.service.d/install.conf` makes
+  writable exactly the state directory, the metrics file's directory and what the policy's
+  engage and restore steps write, and names the user, engine and policy path when they
+  differ from the template's. A step's
   fragment says what it writes: each property marked `"x-writes": "file"` names a file
   the step creates, replaces or moves (its directory must be writable: atomic replace
   and rename need it), each marked `"x-writes": "dir"` a directory it writes into
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,8 +63,8 @@ class RenderedFile:
 
 
 def unit_name(policy: Policy) -> str:
-    """The systemd unit of the policy's monitor."""
-    return f"failover-engine-{policy.name}.service"
+    """The systemd unit of the policy's monitor: an instance of the template."""
+    return f"failover-engine@{policy.name}.service"
 
 
 def cron_path(policy: Policy) -> Path:
@@ -144,52 +150,147 @@ def engine_args(policy: Policy, engine_path: Path, state_dir_flag: bool = False)
     return argv
 
 
-def render_unit(policy: Policy, engine_path: Path, user: str = "root",
-                state_dir_flag: bool = False) -> str:
-    """The monitor's service unit."""
+# Each hardening directive of the template with the reason it is safe for the engine: the
+# reason is written above it in the unit. The monitor runs engage/restore steps (files
+# under x-writes paths, DNS updates, mail, SSH/SQL clients, `command` programs); jobs run
+# from cron, outside this unit.
+HARDENING: tuple[tuple[str, str], ...] = (
+    ("UMask=0077", "state, journals and spooled mail are private to the engine"),
+    ("ProtectSystem=strict", "the whole file system is read-only except ReadWritePaths"),
+    ("ProtectHome=read-only", "keys or option files under /home and /root stay readable, "
+     "never writable"),
+    ("PrivateTmp=yes", "a private /tmp: no temp-file races with other services"),
+    ("PrivateDevices=yes", "no device nodes besides /dev/null, /dev/urandom and friends"),
+    ("PrivateIPC=yes", "the engine uses no System V IPC or POSIX message queues"),
+    ("NoNewPrivileges=yes", "programs a `command` step runs cannot gain privileges "
+     "(setuid)"),
+    ("RestrictSUIDSGID=yes", "nor create setuid/setgid files"),
+    ("ProtectKernelTunables=yes", "/proc/sys and /sys read-only (the boot id stays "
+     "readable)"),
+    ("ProtectKernelModules=yes", "no module loading"),
+    ("ProtectKernelLogs=yes", "no access to the kernel log"),
+    ("ProtectControlGroups=yes", "the cgroup tree is read-only"),
+    ("ProtectClock=yes", "the engine reads clocks, never sets them"),
+    ("ProtectHostname=yes", "the engine never changes the host name"),
+    ("ProtectProc=invisible", "other users' processes are hidden; the engine's own "
+     "(same uid) lock holders stay visible"),
+    ("LockPersonality=yes", "no execution-domain changes"),
+    ("RestrictRealtime=yes", "no realtime scheduling"),
+    ("RestrictNamespaces=yes", "the engine creates no namespaces"),
+    ("RemoveIPC=yes", "IPC objects go with the service"),
+    ("SystemCallArchitectures=native", "native system calls only"),
+    ("SystemCallFilter=@system-service", "the system calls of an ordinary service "
+     "(includes chown for disable_cron's owner-keeping park)"),
+    ("SystemCallFilter=~@resources", "the engine never changes scheduling or resource "
+     "limits"),
+    ("SystemCallErrorNumber=EPERM", "a filtered call fails with EPERM instead of killing "
+     "the monitor"),
+    ("RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK", "sockets for probes, "
+     "DNS, SMTP, SSH, SQL and the journal; netlink for getaddrinfo's AI_ADDRCONFIG"),
+    ("CapabilityBoundingSet=CAP_CHOWN CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH CAP_FOWNER",
+     "root keeps only what reading and writing other owners' files and parking a cron "
+     "file with its owner and mode need"),
+)
+TEMPLATE_NAME = "failover-engine@.service"
+POLICY_DIR = Path("/etc/failover-engine")
+PACKAGED_ENGINE = Path("/usr/bin/failover-engine")
+# Where the Debian package puts the template (install leaves it there, see render_all).
+PACKAGED_UNIT_DIR = Path("/lib/systemd/system")
+STATE_ROOT = Path("/var/lib/failover-engine")
+DROPIN_NAME = "install.conf"
+
+
+def template_args(engine_path: Path) -> list[str]:
+    """The template's default command: the policy named by the instance, in POLICY_DIR."""
+    return [str(engine_path), "--policy", f"{POLICY_DIR}/%i.yaml", "run"]
+
+
+def _exec(argv: Sequence[str]) -> str:
+    # The template's %i is a specifier, so it is not escaped; every other word is.
+    return " ".join(w if "%i" in w else systemd_quote(w, dollar=True) for w in argv)
+
+
+def render_template(engine_path: Path = PACKAGED_ENGINE) -> str:
+    """The template unit `failover-engine@.service`: instance NAME runs the monitor of
+    /etc/failover-engine/NAME.yaml. The Debian package ships it with /usr/bin/failover-engine;
+    `install` writes it with the engine it runs (a pip install's console script)."""
+    lines = [
+        "# failover-engine@NAME.service runs the monitor of /etc/failover-engine/NAME.yaml.",
+        "# `failover-engine --policy FILE install` adds the drop-in",
+        f"# failover-engine@NAME.service.d/{DROPIN_NAME}: the paths the policy's steps "
+        "write (x-writes),",
+        "# its state directory, and the user or policy path when they differ from these.",
+        "[Unit]",
+        "Description=failover-engine monitor for policy %i",
+        "Documentation=man:failover-engine(1)",
+        "Wants=network-online.target",
+        "After=network-online.target",
+        # A crash loop must page someone, not spin.
+        f"StartLimitIntervalSec={START_LIMIT_INTERVAL}",
+        f"StartLimitBurst={START_LIMIT_BURST}",
+        # Starting an instance without its policy fails at once, with the path in the log.
+        f"AssertPathExists={POLICY_DIR}/%i.yaml",
+        "",
+        "[Service]",
+        "Type=simple",
+        f"ExecStart={_exec(template_args(engine_path))}",
+        "# SIGHUP re-reads the policy (a broken one is refused and the old one kept).",
+        "ExecReload=kill -HUP $MAINPID",
+        f"Environment=FAILOVER_POLICY={POLICY_DIR}/%i.yaml",
+        "Restart=on-failure",
+        f"RestartSec={RESTART_SEC}",
+        "# SIGTERM to the engine only; it finishes or abandons its step and exits cleanly.",
+        "KillMode=mixed",
+        f"TimeoutStopSec={TIMEOUT_STOP_SEC}",
+        "# The default state directory of policy NAME and the cron output; the drop-in adds",
+        "# the policy's own state_dir and what its steps write.",
+        f"ReadWritePaths=-{STATE_ROOT}/%i -{LOG_DIR}",
+    ]
+    for directive, reason in HARDENING:
+        lines += [f"# {reason}", directive]
+    lines += ["", "[Install]", "WantedBy=multi-user.target"]
+    return "\n".join(lines) + "\n"
+
+
+def dropin_path(policy: Policy) -> Path:
+    """The drop-in install writes for the policy's instance."""
+    return UNIT_DIR / f"failover-engine@{policy.name}.service.d" / DROPIN_NAME
+
+
+def render_dropin(policy: Policy, engine_path: Path, user: str = "root",
+                  state_dir_flag: bool = False) -> str:
+    """The instance's drop-in: writable paths from the policy (its state_dir and the
+    x-writes of its engage and restore steps), and, when they differ from the template's,
+    the user, the engine and the policy path."""
     policy_path = str(Path(policy.path).absolute())
-    exec_start = " ".join(
-        systemd_quote(w, dollar=True)
-        for w in (*engine_args(policy, engine_path, state_dir_flag), "run")
-    )
     # "-" lets the unit start when an optional path does not exist yet; the state directory
     # is created by install, so it is required.
     rw = [systemd_quote(str(policy.state_dir))]
     rw += ["-" + systemd_quote(str(p)) for p in write_paths(policy)]
-    lines = [
-        _header(policy).rstrip("\n"),
-        "[Unit]",
-        f"Description=failover-engine monitor for policy {policy.name}",
-        "Wants=network-online.target",
-        "After=network-online.target",
-        f"StartLimitIntervalSec={START_LIMIT_INTERVAL}",
-        f"StartLimitBurst={START_LIMIT_BURST}",
-        "",
-        "[Service]",
-        "Type=simple",
-    ]
+    lines = [_header(policy).rstrip("\n"), "[Unit]"]
+    argv = [*engine_args(policy, engine_path, state_dir_flag), "run"]
+    own_command = argv != [a.replace("%i", policy.name) for a in template_args(engine_path)]
+    if policy_path != f"{POLICY_DIR}/{policy.name}.yaml":
+        lines += ["# The policy is not in /etc/failover-engine: check its own path instead.",
+                  "AssertPathExists=", f"AssertPathExists={systemd_quote(policy_path)}"]
+    lines += ["", "[Service]"]
     if user != "root":
         lines.append(f"User={user}")
-    lines += [
-        f"ExecStart={exec_start}",
-        # SIGHUP re-reads the policy (a broken one is refused and the old one kept).
-        "ExecReload=kill -HUP $MAINPID",
-        f"Environment={systemd_quote('FAILOVER_POLICY=' + policy_path)}",
-        "Restart=on-failure",
-        f"RestartSec={RESTART_SEC}",
-        # SIGTERM to the engine only; it finishes or abandons its step and exits cleanly.
-        "KillMode=mixed",
-        f"TimeoutStopSec={TIMEOUT_STOP_SEC}",
-        "UMask=0077",
-        "ProtectSystem=strict",
-        f"ReadWritePaths={' '.join(rw)}",
-        "NoNewPrivileges=yes",
-        "PrivateTmp=yes",
-        "",
-        "[Install]",
-        "WantedBy=multi-user.target",
-    ]
+    if own_command:
+        lines += ["# Another engine, policy path or --state-dir than the template's.",
+                  "ExecStart=", f"ExecStart={_exec(argv)}",
+                  f"Environment={systemd_quote('FAILOVER_POLICY=' + policy_path)}"]
+    lines += ["# The policy's state directory and what its engage and restore steps write.",
+              f"ReadWritePaths={' '.join(rw)}"]
     return "\n".join(lines) + "\n"
+
+
+def render_unit(policy: Policy, engine_path: Path, user: str = "root",
+                state_dir_flag: bool = False) -> str:
+    """The instance's unit as systemd reads it: the template with the instance name put in,
+    then the drop-in (for tests and `systemd-analyze`; install writes the two files)."""
+    template = render_template(engine_path).replace("%i", policy.name)
+    return template + render_dropin(policy, engine_path, user, state_dir_flag)
 
 
 # --- cron ----------------------------------------------------------------------------------
@@ -293,10 +394,15 @@ def render_logrotate(policy: Policy, log_dir: Path = LOG_DIR) -> str:
 
 
 def render_all(policy: Policy, engine_path: Path, user: str = "root",
-               log_dir: Path = LOG_DIR, state_dir_flag: bool = False) -> list[RenderedFile]:
-    """Every file install writes for this policy, unit first."""
-    unit = render_unit(policy, engine_path, user, state_dir_flag)
-    files = [RenderedFile(UNIT_DIR / unit_name(policy), unit)]
+               log_dir: Path = LOG_DIR, state_dir_flag: bool = False,
+               packaged_template: bool = False) -> list[RenderedFile]:
+    """Every file install writes for this policy: the template unit (unless the Debian
+    package provides it, `packaged_template`), the instance's drop-in, cron, logrotate."""
+    files = []
+    if not packaged_template:
+        files.append(RenderedFile(UNIT_DIR / TEMPLATE_NAME, render_template(engine_path)))
+    files.append(RenderedFile(dropin_path(policy),
+                              render_dropin(policy, engine_path, user, state_dir_flag)))
     cron = render_cron(policy, engine_path, user, log_dir, state_dir_flag)
     if cron is not None:
         files.append(RenderedFile(cron_path(policy), cron))

@@ -41,7 +41,16 @@ from engine.commands import load
 from engine.errors import FailoverError, UsageError
 from engine.fsutil import atomic_write
 from engine.policy import Policy
-from engine.render import LOG_DIR, RenderedFile, render_all, unit_name
+from engine.render import (
+    LOG_DIR,
+    PACKAGED_ENGINE,
+    PACKAGED_UNIT_DIR,
+    TEMPLATE_NAME,
+    UNIT_DIR,
+    RenderedFile,
+    render_all,
+    unit_name,
+)
 from engine.state import isotime
 
 MANIFEST = "installed.json"
@@ -315,8 +324,12 @@ def main(args: argparse.Namespace) -> int:
     engine = Path(getattr(args, "engine", None) or engine_executable())
     print(f"engine command: {engine} ({check_engine_command(engine)})")
     # With --state-dir the unit and cron must pass it on, or they would use another dir.
+    # The Debian package ships the template in /lib/systemd/system; a copy in /etc would
+    # hide the package's next version of it.
+    packaged = engine == PACKAGED_ENGINE and under(root, PACKAGED_UNIT_DIR / TEMPLATE_NAME).exists()
     rendered = render_all(policy, engine, user,
-                          state_dir_flag=bool(getattr(args, "state_dir", None)))
+                          state_dir_flag=bool(getattr(args, "state_dir", None)),
+                          packaged_template=packaged)
     mpath = manifest_path(policy, root)
     manifest = read_manifest(mpath)
     changes = plan_install(policy, root, rendered, manifest)
@@ -375,6 +388,17 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def other_instances(policy: Policy, root: Path) -> list[str]:
+    """Instances of the template that another policy's install configured (their drop-in
+    directories), which still need the template when this policy is uninstalled."""
+    unit_dir = under(root, UNIT_DIR)
+    mine = f"{unit_name(policy)}.d"
+    if not unit_dir.is_dir():
+        return []
+    return sorted(d.name.removesuffix(".d") for d in unit_dir.glob("failover-engine@?*.service.d")
+                  if d.name != mine and d.is_dir())
+
+
 def uninstall_main(args: argparse.Namespace) -> int:
     """Remove exactly what install recorded in its manifest, and nothing else."""
     policy = load(args)
@@ -388,12 +412,15 @@ def uninstall_main(args: argparse.Namespace) -> int:
     verb = "would remove" if dry_run else "removed"
     if root == Path("/") and not dry_run:
         print(f"stop the service first if it runs: systemctl disable --now {manifest.get('unit')}")
+    others = other_instances(policy, root)
     try:
         for target, info in sorted(manifest["files"].items()):
             real = under(root, Path(target))
             text = _read(real)
             if text is None:
                 print(f"already gone: {target}")
+            elif target == str(UNIT_DIR / TEMPLATE_NAME) and others:
+                print(f"kept {target}: the template of {', '.join(others)} too")
             elif sha256(text) != info.get("sha256"):
                 print(f"kept {target}: changed since install; remove it by hand if unwanted")
             else:

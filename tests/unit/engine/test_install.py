@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -85,10 +86,11 @@ def cron_entries(text: str) -> list[list[str]]:
 def test_install_writes_unit_cron_logrotate_and_manifest(tmp_path, policy, capsys):
     root = tmp_path / "root"
     assert run(install.main, root) == 0
-    unit = root / "etc/systemd/system/failover-engine-gocdb.service"
+    unit = root / "etc/systemd/system/failover-engine@.service"
+    dropin = root / "etc/systemd/system/failover-engine@gocdb.service.d/install.conf"
     cron = root / "etc/cron.d/failover-engine-gocdb"
     rotate = root / "etc/logrotate.d/failover-engine-gocdb"
-    for path in (unit, cron, rotate):
+    for path in (unit, dropin, cron, rotate):
         assert path.stat().st_mode & 0o777 == 0o644, path
     state = root / "var/lib/failover-engine/gocdb"
     assert state.stat().st_mode & 0o777 == 0o700
@@ -96,10 +98,12 @@ def test_install_writes_unit_cron_logrotate_and_manifest(tmp_path, policy, capsy
     assert "/var/log/failover-engine" in manifest_dirs(root)
     manifest = json.loads((state / "installed.json").read_text())
     assert sorted(manifest["files"]) == sorted(
-        "/" + str(p.relative_to(root)) for p in (unit, cron, rotate))
-    assert f"ExecStart={ENGINE} --policy" in unit.read_text()
+        "/" + str(p.relative_to(root)) for p in (unit, dropin, cron, rotate))
+    assert f"ExecStart={ENGINE} --policy /etc/failover-engine/%i.yaml run" in unit.read_text()
+    assert f"ExecStart={ENGINE} --policy {policy.path} run" in dropin.read_text()
     out = capsys.readouterr().out
     assert "created /etc/cron.d/failover-engine-gocdb" in out
+    assert "systemctl enable --now failover-engine@gocdb.service" not in out  # staged only
 
 
 def test_cron_file_parses_and_has_each_scheduled_job_once(tmp_path, policy):
@@ -143,13 +147,13 @@ def test_dry_run_prints_files_and_diff_and_writes_nothing(tmp_path, policy, caps
     root.mkdir()
     assert run(install.main, root, dry_run=True) == 0
     out = capsys.readouterr().out
-    assert "would create: /etc/systemd/system/failover-engine-gocdb.service" in out
+    assert "would create: /etc/systemd/system/failover-engine@.service" in out
     assert "ProtectSystem=strict" in out
     assert "--- content of /etc/cron.d/failover-engine-gocdb" in out
     assert "+++ " not in out  # nothing installed: the content is the whole story
     assert list(root.iterdir()) == []
     run(install.main, root)
-    unit = root / "etc/systemd/system/failover-engine-gocdb.service"
+    unit = root / "etc/systemd/system/failover-engine@.service"
     unit.write_text(unit.read_text().replace("RestartSec=30s", "RestartSec=1s"))
     capsys.readouterr()
     run(install.main, root, dry_run=True)
@@ -212,20 +216,65 @@ def test_bad_user_is_a_usage_error(tmp_path, policy):
         run(install.main, tmp_path / "root", user="root; rm -rf /")
 
 
+def _instance(root: Path) -> Path:
+    """The instance unit as systemd finds it: a link to the template, beside its drop-in."""
+    unit_dir = root / "etc/systemd/system"
+    instance = unit_dir / "failover-engine@gocdb.service"
+    instance.symlink_to("failover-engine@.service")
+    return instance
+
+
 def test_unit_passes_systemd_analyze_verify(tmp_path, policy):
     analyze = require_binary("systemd-analyze")  # Debian package systemd
     root = tmp_path / "root"
     run(install.main, root)
-    unit = root / "etc/systemd/system/failover-engine-gocdb.service"
-    result = subprocess.run([analyze, "verify", "--man=no", str(unit)], capture_output=True,
-                            text=True, env={**os.environ, "SYSTEMD_LOG_LEVEL": "warning"})
+    instance = _instance(root)
+    env = {**os.environ, "SYSTEMD_LOG_LEVEL": "warning"}
+    result = subprocess.run([analyze, "verify", "--man=no", str(instance)], capture_output=True,
+                            text=True, env=env)
     # verify exits 0 even for unknown settings; a clean unit prints nothing at all
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
-    broken = tmp_path / "broken.service"
-    broken.write_text(unit.read_text().replace("Restart=on-failure", "Restart=sometimes"))
-    result = subprocess.run([analyze, "verify", "--man=no", str(broken)], capture_output=True,
-                            text=True)
-    assert "Restart" in result.stderr or "restart" in result.stderr  # the check has teeth
+    # the check has teeth, and it reads the drop-in as well as the template
+    dropin = root / "etc/systemd/system/failover-engine@gocdb.service.d/install.conf"
+    dropin.write_text(dropin.read_text() + "Restart=sometimes\n")
+    result = subprocess.run([analyze, "verify", "--man=no", str(instance)], capture_output=True,
+                            text=True, env=env)
+    assert "install.conf" in result.stderr and "sometimes" in result.stderr
+
+
+def test_unit_exposure_is_at_most_3(tmp_path, policy):
+    """`systemd-analyze security` rates the hardened instance "OK" (≤ 3.0; was 9.0 UNSAFE)."""
+    analyze = require_binary("systemd-analyze")
+    root = tmp_path / "root"
+    run(install.main, root)
+    result = subprocess.run([analyze, "security", "--offline=true", "--no-pager",
+                             str(_instance(root))], capture_output=True, text=True)
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d)", result.stdout)
+    assert match, result.stdout + result.stderr
+    assert float(match.group(1)) <= 3.0, result.stdout
+
+
+def test_uninstall_keeps_the_template_while_another_instance_uses_it(tmp_path, policy, capsys):
+    root = tmp_path / "root"
+    run(install.main, root)
+    other = root / "etc/systemd/system/failover-engine@other.service.d"
+    other.mkdir()
+    run(install.uninstall_main, root)
+    assert "kept /etc/systemd/system/failover-engine@.service: the template of " \
+        "failover-engine@other.service too" in capsys.readouterr().out
+    assert (root / "etc/systemd/system/failover-engine@.service").exists()
+    assert not (root / "etc/systemd/system/failover-engine@gocdb.service.d").exists()
+
+
+def test_the_packaged_template_is_left_to_the_package(tmp_path, policy, monkeypatch):
+    root = tmp_path / "root"
+    packaged = root / "lib/systemd/system/failover-engine@.service"
+    packaged.parent.mkdir(parents=True)
+    packaged.write_text("# the package's\n")
+    monkeypatch.setattr(install, "PACKAGED_ENGINE", ENGINE)
+    run(install.main, root)
+    assert not (root / "etc/systemd/system/failover-engine@.service").exists()
+    assert (root / "etc/systemd/system/failover-engine@gocdb.service.d/install.conf").exists()
 
 
 def test_logrotate_keeps_the_success_line_in_the_new_status_log(tmp_path):
@@ -307,7 +356,7 @@ def test_a_state_dir_override_is_passed_on_to_unit_and_cron(tmp_path):
                  "--root", str(root))
     assert result.returncode == 0, result.stderr
     flag = f"--policy {policy_file} --state-dir {other} "
-    unit = (root / "etc/systemd/system/failover-engine-demo.service").read_text()
+    unit = (root / "etc/systemd/system/failover-engine@demo.service.d/install.conf").read_text()
     # the lock steps write only under the state dir, so it is the one writable path
     assert f"{flag}run\n" in unit and f"\nReadWritePaths={other}\n" in unit
     assert f"{flag}job tick" in (root / "etc/cron.d/failover-engine-demo").read_text()

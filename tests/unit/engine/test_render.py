@@ -11,11 +11,14 @@ from actions.registry import STEP_KINDS
 from engine.errors import UsageError
 from engine.policy import JobSpec, MonitorSpec, Policy, ProbeSpec, Step
 from engine.render import (
+    HARDENING,
     check_schedule,
     cron_path,
     render_all,
     render_cron,
+    render_dropin,
     render_logrotate,
+    render_template,
     render_unit,
     systemd_quote,
     write_paths,
@@ -76,14 +79,15 @@ def unit_values(text: str) -> dict[tuple[str, str], list[str]]:
     return values
 
 
-def test_unit_runs_the_monitor_with_restart_limits_and_hardening(tmp_path):
-    policy = make_policy(tmp_path)
-    values = unit_values(render_unit(policy, ENGINE))
-    policy_file = str(tmp_path / "gocdb.yaml")
-    assert values[("Service", "ExecStart")] == [f"{ENGINE} --policy {policy_file} run"]
+def test_template_runs_the_instance_policy_with_restart_limits_and_hardening():
+    text = render_template(ENGINE)
+    values = unit_values(text)
+    assert values[("Service", "ExecStart")] == [
+        f"{ENGINE} --policy /etc/failover-engine/%i.yaml run"]
     assert values[("Service", "Type")] == ["simple"]
     assert values[("Service", "Restart")] == ["on-failure"]
-    assert values[("Service", "Environment")] == [f"FAILOVER_POLICY={policy_file}"]
+    assert values[("Service", "Environment")] == ["FAILOVER_POLICY=/etc/failover-engine/%i.yaml"]
+    assert values[("Unit", "AssertPathExists")] == ["/etc/failover-engine/%i.yaml"]
     # start limits belong in [Unit] (systemd ignores them in [Service] since v230)
     assert ("Unit", "StartLimitBurst") in values and ("Unit", "StartLimitIntervalSec") in values
     for key, want in [("ProtectSystem", "strict"), ("NoNewPrivileges", "yes"),
@@ -91,15 +95,40 @@ def test_unit_runs_the_monitor_with_restart_limits_and_hardening(tmp_path):
         assert values[("Service", key)] == [want]
     assert ("Service", "TimeoutStopSec") in values and ("Service", "RestartSec") in values
     assert ("Service", "User") not in values  # root by default
+    assert ("Install", "WantedBy") in values  # enabled per instance, started by nothing else
+
+
+def test_each_hardening_directive_has_its_reason_above_it():
+    lines = render_template(ENGINE).splitlines()
+    for directive, reason in HARDENING:
+        at = lines.index(directive)
+        assert lines[at - 1] == f"# {reason}" and reason.strip(), directive
+
+
+def test_dropin_names_the_command_only_when_it_differs_from_the_template(tmp_path):
+    etc = make_policy(tmp_path, path=Path("/etc/failover-engine/gocdb.yaml"))
+    values = unit_values(render_dropin(etc, ENGINE))
+    assert ("Service", "ExecStart") not in values and ("Unit", "AssertPathExists") not in values
+    elsewhere = make_policy(tmp_path)
+    policy_file = str(tmp_path / "gocdb.yaml")
+    values = unit_values(render_dropin(elsewhere, ENGINE))
+    # an empty assignment first: it replaces the template's command instead of adding one
+    assert values[("Service", "ExecStart")] == ["", f"{ENGINE} --policy {policy_file} run"]
+    assert values[("Service", "Environment")] == [f"FAILOVER_POLICY={policy_file}"]
+    assert values[("Unit", "AssertPathExists")] == ["", policy_file]
 
 
 def test_read_write_paths_cover_state_cron_and_lock_dirs(tmp_path):
     policy = make_policy(tmp_path)
-    rw = unit_values(render_unit(policy, ENGINE))[("Service", "ReadWritePaths")][0].split()
+    rw = unit_values(render_dropin(policy, ENGINE))[("Service", "ReadWritePaths")][0].split()
     assert rw[0] == str(tmp_path / "state")  # required: install creates it
     # check_dump_age only reads its status_log: ProtectSystem=strict leaves reading alone
     assert set(rw[1:]) == {"-/etc/cron.d", "-/var/lock/gocdb"}
     assert write_paths(policy) == sorted(Path(p) for p in ("/etc/cron.d", "/var/lock/gocdb"))
+    # the instance as systemd reads it: the template's defaults, then the policy's paths
+    merged = unit_values(render_unit(policy, ENGINE))[("Service", "ReadWritePaths")]
+    assert merged[0] == "-/var/lib/failover-engine/gocdb -/var/log/failover-engine"
+    assert merged[1].split() == rw
 
 
 def test_writable_paths_come_from_the_fragments_x_writes(tmp_path):
@@ -151,7 +180,8 @@ def test_paths_inside_the_state_dir_are_not_listed_twice(tmp_path):
 
 def test_user_option_sets_user_in_unit_and_cron(tmp_path):
     policy = make_policy(tmp_path)
-    assert unit_values(render_unit(policy, ENGINE, "failover"))[("Service", "User")] == ["failover"]
+    assert unit_values(render_dropin(policy, ENGINE, "failover"))[("Service", "User")] == [
+        "failover"]
     lines = [line for line in render_cron(policy, ENGINE, "failover").splitlines()
              if line and not line.startswith("#") and "=" not in line.split()[0]]
     assert all(line.split()[5 if line[0] != "@" else 1] == "failover" for line in lines)
@@ -189,8 +219,13 @@ def test_cron_escapes_percent_and_quotes_spaces(tmp_path):
 def test_no_scheduled_job_means_no_cron_file(tmp_path):
     policy = make_policy(tmp_path, jobs={})
     assert render_cron(policy, ENGINE) is None
-    assert [f.path.name for f in render_all(policy, ENGINE)] == [
-        "failover-engine-gocdb.service", "failover-engine-gocdb"]
+    assert [str(f.path) for f in render_all(policy, ENGINE)] == [
+        "/etc/systemd/system/failover-engine@.service",
+        "/etc/systemd/system/failover-engine@gocdb.service.d/install.conf",
+        "/etc/logrotate.d/failover-engine-gocdb"]
+    # with the Debian package's template in place, install leaves it to the package
+    assert [f.path.name for f in render_all(policy, ENGINE, packaged_template=True)] == [
+        "install.conf", "failover-engine-gocdb"]
 
 
 @pytest.mark.parametrize("schedule", ["17 * * *", "* * * * * *", "@often", "1 2 3 4 5\nx",
