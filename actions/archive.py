@@ -3,9 +3,10 @@
 The file (by default the previous step's output) is copied — or moved, with
 `mode: move` — into `dir` under a `strftime` name taken in UTC (default
 `_goc5dump_%y-%m-%d_%H_%M_%S`) followed by the file's own extension (`.dmp`, `.sql`),
-e.g. `_goc5dump_25-11-26_06_45_00.sql`. A copy is written to a 0600 temporary file and
-renamed; a move is a rename (or copy + rename + delete across file systems). An
-interruption never leaves a partial file under an archive name.
+e.g. `_goc5dump_25-11-26_06_45_00.sql`; a second archive made in the same second gets
+`-2` (then `-3` …) before the extension, so two runs never collide. A copy is written
+to a 0600 temporary file and renamed; a move is a rename (or copy + rename + delete
+across file systems). An interruption never leaves a partial file under an archive name.
 
 Then old archives are pruned. Only files whose name fits the `name` pattern (with any
 extension) are considered, so nothing else in `dir` is ever deleted, and never the file
@@ -47,6 +48,7 @@ import contextlib
 import errno
 import filecmp
 import os
+import re
 import shutil
 import stat
 from collections.abc import Callable, Mapping
@@ -63,6 +65,8 @@ from engine.fsutil import ensure_private_dir, fsync_dir, private_temp
 DEFAULT_NAME = "_goc5dump_%y-%m-%d_%H_%M_%S"
 _TEMP_PREFIX = ".archive-"
 _CHUNK = 1024 * 1024
+_MAX_SERIAL = 1000
+_SERIAL_RE = re.compile(r"-(?:[2-9]|[1-9][0-9]{1,2})\Z")  # -2 … -999
 _NO_INPUT = "archive: no file given and no previous step's output; set file"
 
 
@@ -182,14 +186,7 @@ class Archive:
                     source.unlink()
                     action, changed = f"{action}; removed {source}", True
             else:
-                target = self._target(source)
-                if target.exists():
-                    # Two runs within one second (or a name without seconds): do not overwrite.
-                    raise StepError(
-                        f"archive: {target} already exists with other content; retry later or "
-                        f"give name a finer time",
-                        retryable=True,
-                    )
+                target = self._free_target(source)
                 self._store(ctx, source, target)
                 action = f"{'moved' if self.mode == 'move' else 'copied'} {source} → {target}"
         pruned = self._prune(self._archives(), target)
@@ -201,8 +198,20 @@ class Archive:
 
     # -- storing ----------------------------------------------------------------------
 
-    def _target(self, source: Path) -> Path:
-        return self.dir / (self.clock().astimezone(UTC).strftime(self.name) + source.suffix)
+    def _target(self, source: Path, serial: int = 0) -> Path:
+        stem = self.clock().astimezone(UTC).strftime(self.name)
+        return self.dir / (stem + (f"-{serial}" if serial else "") + source.suffix)
+
+    def _free_target(self, source: Path) -> Path:
+        """The dated name, or `<name>-2`, `-3` … when a run in the same second (or a pattern
+        without seconds) already took it: an archive is never overwritten, and a second run
+        never fails after its import was swapped in just because of a name."""
+        for serial in (0, *range(2, _MAX_SERIAL)):
+            target = self._target(source, serial)
+            if not os.path.lexists(target):
+                return target
+        raise StepError(f"archive: {self._target(source)} and its numbered variants up to"
+                        f" -{_MAX_SERIAL - 1} already exist; give name a finer time")
 
     def _store(self, ctx: Context, source: Path, target: Path) -> None:
         ctx.progress["archived"] = str(target)
@@ -255,11 +264,15 @@ class Archive:
             when = self._time_of(path)
             if when is not None:
                 found.append(Archived(path, when))
-        return sorted(found, key=lambda a: (a.when, a.name), reverse=True)
+        return sorted(found, key=lambda a: (a.when, _serial(a.path), a.name), reverse=True)
 
     def _time_of(self, path: Path) -> float | None:
         stem = path.name[: -len(path.suffix)] if path.suffix else path.name
-        for candidate in (stem, path.name):
+        serial = _SERIAL_RE.search(stem)  # `<name>-2.sql`: a second archive of that second
+        unnumbered = stem[: serial.start()] if serial else None
+        for candidate in (stem, path.name, unnumbered):
+            if candidate is None:
+                continue
             try:
                 parsed = datetime.strptime(candidate, self.name)
             except ValueError:
@@ -354,3 +367,10 @@ class Archive:
         verb = "deleted" if done else "delete"
         names = ", ".join(a.name for a in pruned[:5]) + (", …" if len(pruned) > 5 else "")
         return f"{action}; {verb} {len(pruned)} old archive(s): {names}"
+
+
+def _serial(path: Path) -> int:
+    """2, 3 … for `<name>-2.sql`, the later archives of one second; 0 for the first."""
+    stem = path.name[: -len(path.suffix)] if path.suffix else path.name
+    found = _SERIAL_RE.search(stem)
+    return int(found.group()[1:]) if found else 0

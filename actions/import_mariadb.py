@@ -11,12 +11,15 @@
               min_rows: {sites: 100}
               parallel: 2               # tables loaded at once (default 2)
               retries: 3                # connection lost / server gone / lock wait: retried
+              # require_trailer: false  # accept a complete dump made with --skip-comments
 
 What it does, in order; the live database is never touched until the last step:
 1. Checks the dump: the `-- Dump completed` trailer must end it (a cut or failed dump has
-   none); the `/*M!999999\\- enable the sandbox mode */` first line is skipped; a dump made
-   with `--databases` has its `CREATE DATABASE`/`USE` lines redirected to the staging
-   database (a dump holding several databases is refused).
+   none; a dump made with `--skip-comments` or `--compact` has none either: with
+   `require_trailer: false` such a dump is accepted when its last statement is complete,
+   and its data's date is unknown); the `/*M!999999\\- enable the sandbox mode */` first
+   line is skipped; a dump made with `--databases` has its `CREATE DATABASE`/`USE` lines
+   redirected to the staging database (a dump holding several databases is refused).
 2. Loads it into `<database>_staging`, created fresh: tables in parallel over PyMySQL
    connections, then views, triggers and routines in dump order. Any failing statement
    fails the step (unlike `mysql -e "SOURCE file"`, which exits 0 after errors).
@@ -25,6 +28,8 @@ What it does, in order; the live database is never touched until the last step:
    `dump_timezone` for dumps made elsewhere) and `data_age_seconds`; the job records them.
 4. Swaps with ONE `RENAME TABLE live.t TO previous.t, …, staging.t TO live.t, …` covering
    every table, so foreign keys follow and readers see the old or the new set, never a mix.
+   A table that exists only in live (not in the dump) stays in live with its triggers, as
+   the original scripts left it; the log names it.
    The old live tables stay in `<database>_previous` until the next success. Triggers
    block a cross-schema rename (error 1435), so they are dropped before the rename and
    recreated after it, as are views, routines and events, which cannot move between
@@ -67,6 +72,7 @@ from actions.mariadb_dumpfile import (
     data_age,
     index_dump,
     read_trailer,
+    unfinished_end,
 )
 from actions.mariadb_load import TRANSIENT, Loader, LoadError
 from actions.mariadb_swap import Swap, SwapJournal
@@ -137,6 +143,7 @@ class ImportMariadb:
         self.min_rows: dict[str, int] = dict(params.get("min_rows", {}))
         self.parallel = int(params.get("parallel", 2))
         self.dump_timezone = _tz(str(params.get("dump_timezone", "UTC")))
+        self.require_trailer = bool(params.get("require_trailer", True))
 
     # ----------------------------------------------------------------- helpers
     def _path(self, ctx: Context) -> Path:
@@ -156,10 +163,21 @@ class ImportMariadb:
         except OSError as exc:
             raise StepError(f"dump file {path}: {exc.strerror}; run fetch first") from None
         trailer, completed = read_trailer(path, self.dump_timezone)
-        if trailer is None:
+        if trailer is not None:
+            return size, trailer, completed
+        if self.require_trailer:
             raise StepError(f"dump file {path} has no '-- Dump completed' trailer: the dump was"
-                            " cut or failed; fetch or dump it again")
-        return size, trailer, completed
+                            " cut or failed (fetch or dump it again), or made with"
+                            " --skip-comments/--compact (if it is complete, set"
+                            " require_trailer: false)")
+        # Without the trailer the dump's end is the only evidence: it must be a whole
+        # statement (the full read in index_dump then checks every statement before it).
+        problem = unfinished_end(path)
+        if problem:
+            raise StepError(f"dump file {path} has no '-- Dump completed' trailer"
+                            f" (require_trailer: false) and {problem}: the dump was cut;"
+                            " fetch or dump it again")
+        return size, "no trailer (require_trailer: false)", None
 
     # -------------------------------------------------------------------- plan
     def plan(self, ctx: Context) -> Plan:

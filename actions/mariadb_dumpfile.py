@@ -235,6 +235,33 @@ def read_trailer(path: Path, tz: tzinfo | None = None) -> tuple[str | None, date
     return lines[-1].strip().decode("latin-1"), completed
 
 
+def unfinished_end(path: Path, window: int = 1 << 20) -> str | None:
+    """Why the file does not end with a complete statement, or None when it does.
+
+    The check for a dump without the trailer (`--skip-comments`, `--compact`): its last
+    line that is not blank or a `--` comment must end with `;` (or be a `DELIMITER` line,
+    which follows a routine's or trigger's `;;`), and when that line is an INSERT (one
+    line each in a dump: data escapes its newlines) its quotes must be closed, so a cut
+    that happens to fall just after a `;` inside a value is caught too.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        handle.seek(max(0, size - window))
+        tail = handle.read()
+    lines = [line.strip() for line in tail.splitlines()]
+    lines = [line for line in lines if line and not line.startswith(b"-- ") and line != b"--"]
+    if not lines or (size > window and len(lines) < 2):
+        return "holds no statement" if size <= window else "its last line is not complete"
+    last = lines[-1]
+    if _DELIMITER_RE.match(last):
+        return None
+    if not last.endswith(b";"):
+        return f"its last line does not end a statement ({last[-40:].decode('latin-1')!r})"
+    if last.upper().startswith(b"INSERT") and _open_at_end(last[:-1]):
+        return "its last INSERT ends inside a quoted value"
+    return None
+
+
 def has_sandbox_line(path: Path) -> bool:
     with open(path, "rb") as handle:
         return bool(SANDBOX_RE.match(handle.readline()))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -146,7 +146,8 @@ class Loader:
                 self.progress.add(statement.end - previous_end)
             previous_end = statement.end
 
-    def _read_ahead(self, section: Section, depth: int = 3) -> Iterator[Statement]:
+    def _read_ahead(self, section: Section, depth: int = 3
+                    ) -> Generator[Statement, None, None]:
         """The section's statements, read and split by a helper thread while the server
         runs the current one: the wire protocol waits for each reply, so without this the
         parsing and the server's work add up instead of overlapping."""
@@ -185,16 +186,22 @@ class Loader:
                 yield item
         finally:
             stop.set()
-            reader.join()
+            # An unclosed generator is finalised by the garbage collector in whatever thread
+            # runs it, possibly the reader itself, which cannot join itself (load_section
+            # closes it explicitly; this keeps the finaliser harmless anyway).
+            if threading.current_thread() is not reader:
+                reader.join()
 
     def load_section(self, section: Section) -> None:
         conn = self.connect()
+        statements = self._read_ahead(section)
         try:
             self._run(conn, self.index.header, f"table {self.database}.{section.table}")
-            self._run(conn, self._read_ahead(section), f"table {self.database}.{section.table}",
+            self._run(conn, statements, f"table {self.database}.{section.table}",
                       SECTION_SKIPPED)
             self.progress.add(0)
         finally:
+            statements.close()  # stop and join the reader now, in this thread
             conn.close()
 
     def load(self) -> None:

@@ -228,16 +228,27 @@ class Swap:
         manifest = Manifest.from_index(index)
         if not database_exists(self.admin, self.database):
             rows(self.admin, f"CREATE DATABASE {db}{charset_clause(self.admin, self.staging)}")
-        live_tables = base_tables(self.admin, self.database)
+        # Tables only live has (not in the dump) stay in live with their triggers, as the
+        # original scripts left them: only the tables the dump replaces move to previous.
+        every_live = base_tables(self.admin, self.database)
+        live_tables = [t for t in every_live if t in set(new_tables)]
+        kept = [t for t in every_live if t not in set(new_tables)]
+        if kept:
+            self.log(f"tables only in live {self.database}, not in the dump, stay in live:"
+                     f" {', '.join(kept)}")
+            manifest.tables = sorted(set(manifest.tables) | set(kept))
+            manifest.triggers = sorted(set(manifest.triggers) | {
+                name for name, table in self._trigger_tables() if table in kept})
         for (name,) in rows(self.admin, "SELECT trigger_name FROM information_schema.triggers"
                             " WHERE trigger_schema = %s", (self.staging,)):
             rows(self.admin, f"DROP TRIGGER {staging}.{quote(name)}")
-        saved = self._live_triggers()
+        saved = self._live_triggers(skip_tables=set(kept))
         self.journal.data = {}
         try:
             self.journal.write(
                 phase="prepared", database=self.database, started=_now(), pid=os.getpid(),
                 dump=str(dump), live_tables=live_tables, new_tables=sorted(new_tables),
+                kept_tables=kept,
                 live_triggers=saved, manifest=asdict(manifest),
                 objects=_encode(s for s in index.rest if s.kind in OBJECT_KINDS))
         except OSError as exc:  # e.g. a full disk: without a journal there is no swap
@@ -317,11 +328,19 @@ class Swap:
                         " neither done nor undone; compare live with the dump by hand")
 
     # ------------------------------------------------------------------ helpers
-    def _live_triggers(self) -> list[dict[str, str]]:
+    def _trigger_tables(self) -> list[tuple[str, str]]:
+        """(trigger, table) of live's triggers."""
+        return [(str(r[0]), str(r[1])) for r in rows(
+            self.admin, "SELECT trigger_name, event_object_table FROM"
+            " information_schema.triggers WHERE trigger_schema = %s", (self.database,))]
+
+    def _live_triggers(self, skip_tables: set[str] | None = None) -> list[dict[str, str]]:
         saved = []
-        for (name,) in rows(self.admin, "SELECT trigger_name FROM information_schema.triggers"
-                            " WHERE trigger_schema = %s ORDER BY action_order",
-                            (self.database,)):
+        for (name, table) in rows(self.admin, "SELECT trigger_name, event_object_table FROM"
+                                  " information_schema.triggers WHERE trigger_schema = %s"
+                                  " ORDER BY action_order", (self.database,)):
+            if skip_tables and table in skip_tables:
+                continue  # its table stays in live: the trigger does not block the RENAME
             row = rows(self.admin, f"SHOW CREATE TRIGGER {quote(self.database)}.{quote(name)}")[0]
             saved.append({"name": str(row[0]), "sql_mode": str(row[1]),
                           "statement": str(row[2]), "charset": str(row[3])})
@@ -357,9 +376,10 @@ class Swap:
         for (name,) in rows(self.admin, "SELECT event_name FROM information_schema.events"
                             " WHERE event_schema = %s", (self.database,)):
             rows(self.admin, f"DROP EVENT IF EXISTS {db}.{quote(name)}")
-        for (name,) in rows(self.admin, "SELECT trigger_name FROM information_schema.triggers"
-                            " WHERE trigger_schema = %s", (self.database,)):
-            rows(self.admin, f"DROP TRIGGER IF EXISTS {db}.{quote(name)}")
+        kept = {str(t) for t in self.journal.data.get("kept_tables") or []}
+        for name, table in self._trigger_tables():
+            if table not in kept:  # a kept table's trigger stays with it
+                rows(self.admin, f"DROP TRIGGER IF EXISTS {db}.{quote(name)}")
 
 
 def _now() -> str:

@@ -133,14 +133,31 @@ def test_never_deletes_the_file_just_archived(
     assert not any(p.exists() for p in newer)
 
 
-def test_name_taken_by_other_content_is_retryable(
+def test_name_taken_in_the_same_second_gets_a_number(
     tmp_path: Path, dump: Path, archive_dir: Path
 ) -> None:
+    """Two runs within one second never collide: the second archive is `<name>-2`."""
     (archive_dir / _name(NOW)).write_bytes(b"another dump archived this very second\n")
-    with pytest.raises(StepError, match="already exists with other content") as info:
-        _step({"dir": str(archive_dir)}).apply(_ctx(tmp_path, dump))
-    assert info.value.retryable
+    outcome = _step({"dir": str(archive_dir)}).apply(_ctx(tmp_path, dump))
+    numbered = archive_dir / (_name(NOW, "") + "-2.sql")
+    assert outcome.output == numbered and numbered.read_bytes() == dump.read_bytes()
     assert (archive_dir / _name(NOW)).read_bytes().startswith(b"another dump")
+    # A third, different dump in that second is -3; the numbered ones count for keep.
+    other = dump.with_name("other.sql")
+    other.write_bytes(b"-- a third dump\n-- Dump completed\n")
+    _step({"dir": str(archive_dir), "keep": 2}).apply(_ctx(tmp_path, other))
+    assert _names(archive_dir) == [_name(NOW, "") + "-2.sql", _name(NOW, "") + "-3.sql"]
+
+
+def test_numbered_archives_are_pruned_by_age(
+    tmp_path: Path, dump: Path, archive_dir: Path
+) -> None:
+    old = archive_dir / (_name(NOW - timedelta(days=40), "") + "-2.sql")
+    old.write_bytes(b"old numbered\n")
+    unrelated = archive_dir / (_name(NOW - timedelta(days=40), "") + "-x.sql")
+    unrelated.write_bytes(b"not ours\n")
+    _step({"dir": str(archive_dir), "max_age": "30d"}).apply(_ctx(tmp_path, dump))
+    assert not old.exists() and unrelated.exists()
 
 
 def test_creates_a_private_archive_dir(tmp_path: Path, dump: Path) -> None:

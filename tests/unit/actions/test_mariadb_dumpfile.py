@@ -13,6 +13,7 @@ from actions.mariadb_dumpfile import (
     index_dump,
     iter_statements,
     read_trailer,
+    unfinished_end,
 )
 from actions.mysql_options import check_mode, parse, read_options
 from engine.errors import StepError
@@ -218,3 +219,25 @@ def test_trailer_in_another_zone_and_bad_zone_refused(dump: Path) -> None:
         ImportMariadb({"options": "db", "database": "gocdb", "dump_timezone": "Mars/Base"})
     with pytest.raises(StepError, match="database 'go-cdb'"):
         ImportMariadb({"options": "db", "database": "go-cdb"})
+
+
+@pytest.mark.parametrize(("tail", "problem"), [
+    (b"INSERT INTO `t` VALUES (1,'a');\n", None),
+    (b"INSERT INTO `t` VALUES (1,'a');\n\n-- a comment\n", None),
+    (b"END ;;\nDELIMITER ;\n", None),
+    (b"/*!40111 SET SQL_NOTES=@OLD_SQL_NOTES */;\n", None),
+    (b"INSERT INTO `t` VALUES (1,'a'),(2,'b\n", "does not end a statement"),
+    (b"INSERT INTO `t` VALUES (1,'semi;\n", "inside a quoted value"),
+    (b"INSERT INTO `t` VALUES (1,'it\\'s;\n", "inside a quoted value"),
+    (b"\n-- only a comment\n", "holds no statement"),
+])
+def test_unfinished_end(tmp_path: Path, tail: bytes, problem: str | None) -> None:
+    """Without the trailer, the file's last statement must be whole (require_trailer: false)."""
+    path = tmp_path / "dump.sql"
+    path.write_bytes(tail)
+    found = unfinished_end(path)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and problem in found
+
