@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -331,9 +332,11 @@ class Notifier:
             try:
                 result = self.outbox.deliver(self.channels(), budget=60.0)
                 self._report(result)
+                self.flush_spool(30.0)
             except Exception as exc:  # noqa: BLE001 - the deliverer must outlive a bad pass
                 log.warning("outbox delivery failed: %s: %s", type(exc).__name__, exc)
-            waiting = self.outbox.dir.is_dir() and any(self.outbox.dir.glob("*.json"))
+            waiting = (self.outbox.dir.is_dir() and any(self.outbox.dir.glob("*.json"))) or \
+                self._spooled()
             if self._stop is None and not waiting:
                 idle += 1
                 if idle > 1:
@@ -349,10 +352,34 @@ class Notifier:
               only: str | None = None) -> Delivery:
         """Try everything waiting now (due or not), within `budget` seconds; `wait`: how long
         to wait for a delivery in progress elsewhere (default: a second at most)."""
+        started = time.monotonic()
         result = self.outbox.deliver(self.channels(), budget=budget, due_only=False, only=only,
                                      wait=min(1.0, budget) if wait is None else wait)
         self._report(result)
+        if only is None:
+            self.flush_spool(budget - (time.monotonic() - started))
         return result
+
+    def _spooled(self) -> bool:
+        from engine.mail import pending
+
+        return bool(pending(self.paths.spool_dir))
+
+    def flush_spool(self, budget: float) -> None:
+        """Notify steps' mail that waits in `spool/` goes out on the same schedule as the
+        events (not only when the next mail is sent)."""
+        from engine import mail
+
+        if budget <= 0 or not self._spooled() or not (self.policy.notify or {}).get("email"):
+            return
+        try:
+            sent = mail.flush_spool(self.policy.notify, self.paths.spool_dir, self.secret,
+                                    timeout=min(mail.DEFAULT_TIMEOUT, budget), log=log.warning)
+        except FailoverError as exc:
+            log.warning("spooled mail of notify steps not sent yet: %s", exc)
+            return
+        if sent:
+            log.info("%d spooled mail(s) of notify steps sent", sent)
 
     def _report(self, result: Delivery) -> None:
         for event_id, channel, what in result.delivered:
@@ -412,8 +439,9 @@ def drain_for_cli(policy: Policy | None, budget: float = CLI_BUDGET) -> None:
     if policy is None or not policy.notify:
         return
     try:
-        if not StatePaths(policy.state_dir).outbox_dir.is_dir():
+        notifier = Notifier(policy)
+        if not notifier.outbox.dir.is_dir() and not notifier._spooled():
             return
-        Notifier(policy).drain(budget)
+        notifier.drain(budget)
     except Exception as exc:  # noqa: BLE001 - delivery never changes a command's outcome
         log.debug("outbox not tried: %s", exc)
