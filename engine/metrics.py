@@ -26,6 +26,9 @@ a file). Families, all labelled with `policy`:
     failover_engine_outbox_depth                      events waiting for a channel (outbox)
     failover_engine_outbox_oldest_age_seconds         how long the oldest has waited (0: none)
     failover_engine_outbox_undeliverable_critical     aborted/disarmed events a channel refused
+    failover_engine_readiness{check,reason}           1/0 per readiness check at its last run
+                                                      (reason: a fixed set, engine/readiness.py)
+    failover_engine_readiness_checked_timestamp_seconds  when the readiness checks last ran
 
 A sample whose value is unknown (a probe never run, a job never succeeded) is left out
 rather than written as 0, so alerts on it do not fire on a fresh install.
@@ -39,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.arming import certificate_days_left
+from engine.errors import FailoverError
 from engine.fsutil import atomic_write
 from engine.jobrecords import data_age, read_job_records, record_time
 from engine.paths import StatePaths
@@ -203,8 +207,34 @@ def render_metrics(policy: Policy, state: EngineState, jobs: dict[str, dict[str,
     single("outbox_undeliverable_critical", "gauge",
            "Aborted or disarmed events a channel has failed to take (check engine: CRITICAL).",
            float(len(outbox.waiting_critical)))
+    _readiness(policy, family)
 
     return "".join(_render_family(f) for f in families)
+
+
+def _readiness(policy: Policy, family: Any) -> None:
+    """`readiness{check, reason}` 1/0 per check of the monitor's last readiness run, and
+    when it ran (engine/readiness.py); nothing when there is no readiness block or run."""
+    from engine.readiness import load_record, readiness_config
+
+    if readiness_config(policy) is None:
+        return
+    try:
+        record = load_record(policy.state_dir)
+    except (OSError, ValueError, FailoverError):
+        return  # damaged or unreadable: status and check readiness say so; no guessed 0/1
+    if record is None:
+        return
+    base = {"policy": policy.name}
+    ready = family("readiness", "gauge", "1 when the readiness check passed at the last run, "
+                   "else 0; `reason` is one of a fixed set (engine/readiness.py REASONS).")
+    for name, check in sorted(record.checks.items()):
+        ready.samples.append(({**base, "check": name, "reason": check.reason},
+                              1.0 if check.ok else 0.0))
+    when = _timestamp(record.checked_at) if record.checked_at else None
+    if when is not None:
+        family("readiness_checked_timestamp_seconds", "gauge",
+               "Unix time the readiness checks last ran.").samples.append((base, when))
 
 
 def _render_family(fam: _Family) -> str:

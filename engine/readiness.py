@@ -44,10 +44,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from actions import registry
-from actions.base import Context, Readiness
 from engine.durations import parse_duration
 from engine.errors import FailoverError
 from engine.fsutil import atomic_write, state_dir_problem
@@ -56,6 +54,9 @@ from engine.policy import Policy, Step
 from engine.safefile import FileRefused, read_limited
 from engine.state import isotime, parse_isotime
 from engine.states import ARMED, RUNNING, State
+
+if TYPE_CHECKING:  # actions are imported only where checks run: `status` never loads them
+    from actions.base import Context, Readiness
 
 log = logging.getLogger("failover_engine.readiness")
 
@@ -119,6 +120,7 @@ class Check:
 # -- the checks --------------------------------------------------------------------------
 def _context(policy: Policy, step_id: str, step: Step, state: str | None,
              work_dir: Path | None = None) -> Context:
+    from actions.base import Context
     from engine.secrets import SecretStore
 
     secrets = SecretStore(policy)
@@ -156,6 +158,8 @@ def _step_check(name: str, action: Any, ctx: Context, *, plan: bool = True) -> C
 def step_checks(policy: Policy, state: str | None) -> tuple[list[Check], dict[str, int]]:
     """Every engage and restore step (readiness(), then plan), and job steps' readiness();
     also the dump sizes the jobs' fetch steps found (job name → bytes) for the disk check."""
+    from actions import registry
+
     checks: list[Check] = []
     for phase, steps in (("engage", policy.engage), ("restore", policy.restore)):
         for index, step in enumerate(steps):
@@ -272,6 +276,8 @@ def _gib(size: float) -> str:
 
 def certificate_checks(policy: Policy, days: float, now: datetime | None = None) -> list[Check]:
     """Each probe's client certificate: usable, and valid for more than `days`."""
+    from actions import registry
+
     now = now or datetime.now(UTC)
     checks: list[Check] = []
     for name, spec in policy.probes.items():
@@ -506,3 +512,50 @@ def notifier_emit(engine: Any) -> Callable[[str, str, str, list[str]], None]:
         notifier.emit(built)
 
     return emit
+
+
+# -- where it shows --------------------------------------------------------------------------
+def status_data(policy: Policy) -> dict[str, Any]:
+    """The readiness part of `status --json`: configured or not, when last checked, whether
+    overdue, the failing checks, and each check's record."""
+    config = readiness_config(policy)
+    if config is None:
+        return {"configured": False}
+    data: dict[str, Any] = {"configured": True, "interval_seconds": config.interval,
+                            "checked_at": None, "overdue": None, "failing": [], "checks": {}}
+    try:
+        record = load_record(policy.state_dir)
+    except (FileRefused, ValueError, OSError) as exc:
+        data["error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return data
+    if record is None:
+        return data
+    data.update(checked_at=record.checked_at, overdue=is_stale(record), failing=record.failing,
+                checks={name: asdict(check) for name, check in record.checks.items()})
+    return data
+
+
+def status_lines(data: dict[str, Any]) -> list[str]:
+    """The readiness lines of `status` (text) from `status_data()`."""
+    if not data.get("configured"):
+        return ["readiness: not checked (the policy has no `readiness:` block)"]
+    if data.get("error"):
+        return [f"readiness: UNKNOWN: {data['error']}"]
+    if not data.get("checked_at"):
+        return ["readiness: never checked yet (the monitor checks at its start, then every "
+                "interval)"]
+    checks: dict[str, dict[str, Any]] = data["checks"]
+    failing = data["failing"]
+    verdict = (f"{len(failing)} of {len(checks)} checks FAIL" if failing
+               else f"all {len(checks)} checks pass")
+    overdue = "; OVERDUE: is the monitor running?" if data.get("overdue") else ""
+    lines = [f"readiness: {verdict} (checked {data['checked_at']}{overdue})"]
+    for name, check in checks.items():
+        if check["ok"]:
+            lines.append(f"  {name}: ok")
+            continue
+        what = "near its limit" if check.get("warning") else "FAILED"
+        last = check.get("last_ok") or "never"
+        lines.append(f"  {name}: {what} ({check['reason']}) since {check.get('since')}, last "
+                     f"passed {last}: {check['detail']}")
+    return lines

@@ -21,6 +21,8 @@ from engine.jobrecords import data_age, read_job_records
 from engine.metrics import probe_result
 from engine.paths import StatePaths
 from engine.policy import Policy
+from engine.readiness import status_data as readiness_status
+from engine.readiness import status_lines as readiness_lines
 from engine.standby import half_done_swaps
 from engine.state import EngineState, StateStore, isotime, parse_isotime, utcnow
 from engine.states import ARMED, State
@@ -143,6 +145,7 @@ def collect(policy: Policy, store: StateStore, state: EngineState,
         "lock": store.holder(),
         "spooled_mail": spooled,
         "outbox": _outbox(state_dir, now),
+        "readiness": readiness_status(policy),
         "hold_down_until": state.hold_down_until,
         "hold_down_active": bool(hold and hold > now),
         "aborted_reason": state.aborted_reason,
@@ -189,6 +192,7 @@ def render_text(data: dict[str, Any], now: datetime) -> str:
     lines.append(f"lock: {data['lock'] or 'free (no monitor running)'}")
     lines.append(f"spooled mail: {data['spooled_mail']}")
     lines.append(_outbox_line(data["outbox"]))
+    lines.extend(readiness_lines(data["readiness"]))
     lines.append("probes:")
     for name, probe in data["probes"].items():
         result = {True: "ok", False: "FAILED", None: "not run yet"}[probe["ok"]]

@@ -101,3 +101,17 @@ def test_unknown_without_a_block_without_a_run_or_with_a_damaged_record(
     code, line = _run(policy, capsys)
     assert code == 3 and line.startswith("READINESS UNKNOWN - ")
     assert "Traceback" not in line
+
+
+def test_the_plugin_does_not_import_the_actions_or_heavy_clients() -> None:
+    import subprocess
+    import sys
+
+    from tests.support import REPO
+
+    code = ("import sys, engine.commands.check_readiness; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'dns', 'paramiko', 'pymysql', 'oracledb', 'transitions', 'actions'}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == "[]"
