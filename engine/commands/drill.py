@@ -6,8 +6,10 @@ free ports, in a temporary directory. It copies policies/examples/drill.yaml the
 fills in the ports and certificate paths, and runs the real monitor on it. Then it
 stops production, lets the engine detect the outage and engage (mail sent, cron file
 parked, DNS record repointed, lock written), brings production back and asks the
-monitor to restore — the same request `failover-engine restore` makes. Every claim in
-the final checklist is verified against the servers, not taken from the engine.
+monitor to restore — the same request `failover-engine restore` makes. Then it takes the
+failover key's update grant away on the DNS primary (a reload with a changed
+update-policy): readiness turns CRITICAL naming the grant, and OK once it is back. Every
+claim in the final checklist is verified against the servers, not taken from the engine.
 """
 from __future__ import annotations
 
@@ -163,6 +165,40 @@ def main(args: argparse.Namespace) -> int:
             shutil.rmtree(work, ignore_errors=True)
 
 
+def _readiness_drill(start: float, engine: Any, monitor: Any, lab: Any,
+                     sink: Any) -> list[tuple[str, bool]]:
+    """After the outage: the DNS admins reload the primary without the failover key's
+    update grant; readiness turns CRITICAL naming the grant (and READINESS LOST is mailed);
+    the grant comes back and readiness is OK again (READINESS REGAINED)."""
+    from engine.commands.check_readiness import evaluate
+
+    def check_now() -> tuple[int, str]:
+        record = monitor.readiness.run_once()
+        if record is None:
+            return 3, "READINESS UNKNOWN - the checks did not run"
+        return evaluate(record)
+
+    monitor.readiness.join(30)  # the run the monitor started at its start
+    mails = len(sink.messages)
+    say(start, ">>> DNS admins reload the primary without the failover key's update grant")
+    lab.set_grant("www", False)
+    lost_code, lost = check_now()
+    say(start, f"check readiness: {lost}")
+    say(start, ">>> the grant is restored")
+    lab.set_grant("www", True)
+    back_code, back = check_now()
+    say(start, f"check readiness: {back}")
+    engine.notifier.drain(10, wait=10)
+    subjects = [str(m["Subject"]) for m in sink.messages[mails:]]
+    return [
+        ("readiness CRITICAL names the lost grant", lost_code == 2
+         and "nsupdate=refused_grant" in lost),
+        ("readiness OK once the grant is back", back_code == 0),
+        ("READINESS LOST then READINESS REGAINED mailed", len(subjects) == 2
+         and "READINESS LOST" in subjects[0] and "READINESS REGAINED" in subjects[1]),
+    ]
+
+
 def _run(path: Path, work: Path, start: float, production: Any, sink: Any, lab: Any) -> int:
     from engine.commands import preflight
     from engine.failover import Engine
@@ -232,6 +268,7 @@ def _run(path: Path, work: Path, start: float, production: Any, sink: Any, lab: 
                 ("the SMTP sink got each mail once", len(sink.messages) == per_channel.get(
                     "email", 0)),
             ]
+            checks += _readiness_drill(start, engine, monitor, lab, sink)
     finally:
         engine_log.removeHandler(handler)
         engine_log.propagate = saved_propagate

@@ -23,12 +23,21 @@ def test_drill_passes_and_prints_no_secret(tmp_path):
     for check in ["engaged", "cron file parked", "lock written",
                   "DNS primary answers the standby", "every DNS server answers production",
                   "restored to watching", "every event delivered (outbox empty)",
-                  "at most 3 messages per channel", "the SMTP sink got each mail once"]:
+                  "at most 3 messages per channel", "the SMTP sink got each mail once",
+                  "readiness CRITICAL names the lost grant",
+                  "readiness OK once the grant is back",
+                  "READINESS LOST then READINESS REGAINED mailed"]:
         assert f"✔ {check}" in output
-    # One outage, engaged and restored: the warning, ENGAGED with its changes, RESTORED.
+    # One outage, engaged and restored: the warning, ENGAGED with its changes, RESTORED;
+    # then the update grant lost and given back: READINESS LOST, READINESS REGAINED.
     assert "messages per channel: email 3" in output
     mails = re.findall(r"^  - (\[failover-engine drill@[^\]]+\] [A-Z ]+): ", output, re.M)
-    assert [m.split("] ")[1] for m in mails] == ["WARNING", "ENGAGED", "RESTORED"], output
+    assert [m.split("] ")[1] for m in mails] == ["WARNING", "ENGAGED", "RESTORED",
+                                                 "READINESS LOST", "READINESS REGAINED"], output
+    assert re.search(r"check readiness: READINESS CRITICAL - 2 of \d+ checks fail: "
+                     r"engage\.\d+\.nsupdate=refused_grant, restore\.1\.nsupdate=refused_grant",
+                     output), output
+    assert re.search(r"check readiness: READINESS OK - all \d+ checks pass", output), output
     assert "Traceback" not in output
     kept = Path(re.search(r"kept (\S+)", output).group(1))
     try:
