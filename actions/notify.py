@@ -25,11 +25,14 @@ The step only decides what to say; `engine.mail` builds, spools and sends the me
 as it does for the engine's transition mail and a job's failure mail. Every message is
 first written to `<state_dir>/spool/` (an .eml file, mode 0600) and removed only once the
 relay has accepted it. When the relay is down the step fails with a retryable error and
-the message stays spooled; every later send (and the engine on every transition) flushes
-the spool first, oldest first. A message the relay refuses for good (a 5xx reply) is moved
+the message stays spooled; every later send flushes the spool first, oldest first, and
+so do the monitor (on the event outbox's schedule, at least every minute) and every CLI
+command at its end (engine/notifier.py). A message the relay refuses for good (a 5xx reply) is moved
 to `spool/rejected/` and logged. The Message-ID is recorded in the step's progress as soon
 as the message is spooled, so a retry or a resumed run sends that copy, never a second one.
 A notify step continues on error by default: a dead mail relay never blocks a failover.
+The engine's own events already mail the admins (warning, engaged, restored, aborted…):
+`validate` warns when a notify step repeats one of them.
 
 Dry-run (plan) says who would get which subject through which relay; it sends nothing.
 """

@@ -1,7 +1,8 @@
-"""Mail to the admins: building messages, the spool, SMTP delivery. One module, three users.
+"""Mail to the admins: building messages, the spool, SMTP delivery. One module, two users.
 
-The notify step (actions/notify.py), the Engine's transition mail and a job's failure mail
-all send through here. How mail goes out comes from the policy's top-level `notify` block:
+The notify step (actions/notify.py) and the email channel of the engine's events
+(engine/channels/email.py) send through here. How mail goes out comes from the policy's
+top-level `notify` block:
 
     notify:
       email:
@@ -11,7 +12,9 @@ all send through here. How mail goes out comes from the policy's top-level `noti
         to: [gocdb-admins@example.org]
         subject: "gocdb failover"
 
-The API is two calls:
+The email channel uses `compose(..., message_id=)` and `deliver()` (no spool: the event
+outbox, engine/outbox.py, keeps the event until the relay took it). The notify step's API
+is two calls:
 - `send_mail(config, subject, body, spool_dir=…, secret=…)`: build the message, write it
   to the spool, then deliver everything spooled, oldest first. Returns `Sent` (its
   Message-ID, how many went out); raises StepError when the message could not go out

@@ -302,9 +302,9 @@ class Notifier:
                 channels = self.channels()
                 names = routes_for(channels, event.kind)
                 queued = self.outbox.enqueue(event, names)
-            except (OSError, FailoverError) as exc:
-                # A full disk or a bad channel option must never stop a failover.
-                log.warning("event %s not queued: %s", event.kind, exc)
+            except Exception as exc:  # noqa: BLE001 - notifying must never stop a failover
+                # (a full disk, a channel option the code cannot use)
+                log.warning("event %s not queued: %s: %s", event.kind, type(exc).__name__, exc)
                 return False
         log_event(log, f"event.{event.kind}", f"{event.title}: {event.headline}",
                   event_id=event.id, channels=queued)
