@@ -24,6 +24,7 @@ from engine.readiness import (
     Check,
     ReadinessConfig,
     ReadinessRunner,
+    disk_checks,
     load_record,
     readiness_config,
     run_checks,
@@ -230,3 +231,70 @@ def test_the_runner_records_since_and_last_ok_and_raises_events(world: World) ->
     assert events == [("lost", "engage.4.nsupdate, restore.1.nsupdate"),
                       ("regained", "all checks pass")]
     assert ReadinessConfig() == ReadinessConfig(3600.0, 7, 2.0)
+
+
+def test_the_import_job_is_checked_and_the_database_is_untouched(world: World,
+                                                                   mariadb: Any) -> None:
+    """A job fetch → unzip → import_mariadb → archive on a real mariadbd: the fetch proof
+    and the disk check run; the live database's checksums and tables stay as they were."""
+    import zipfile
+
+    from tests.fixtures.mariadb import write_option_file
+
+    mariadb.drop_databases("ready_live")
+    mariadb.sql("CREATE DATABASE ready_live")
+    mariadb.sql("CREATE TABLE ready_live.site (id INT PRIMARY KEY, name VARCHAR(40))")
+    mariadb.sql("INSERT INTO ready_live.site VALUES (1, 'RAL'), (2, 'CERN')")
+    options = write_option_file(world.root / "secrets" / "mariadb.cnf", mariadb)
+    dump = world.root / "production" / "dump.sql.zip"
+    dump.parent.mkdir()
+    with zipfile.ZipFile(dump, "w") as archive:
+        archive.writestr("dump.sql", "CREATE TABLE site (id INT PRIMARY KEY);\n")
+    text = world.policy_file.read_text().replace(
+        "secrets: {tsig: ", f"secrets: {{mariadb: {options}, tsig: ")
+    world.policy_file.write_text(text + textwrap.dedent(f"""\
+        jobs:
+          import:
+            schedule: "17 * * * *"
+            status_log: import.log
+            work_dir: work
+            steps:
+              - fetch: {{source: {dump}}}
+              - unzip: {{}}
+              - import_mariadb: {{options: mariadb, database: ready_live}}
+              - archive: {{dir: archive, keep: 1}}
+        """))
+    before = (mariadb.checksums("ready_live"),
+              mariadb.sql("SELECT table_name FROM information_schema.tables "
+                          "WHERE table_schema LIKE 'ready%' ORDER BY 1"))
+    checks = world.check()
+    after = (mariadb.checksums("ready_live"),
+             mariadb.sql("SELECT table_name FROM information_schema.tables "
+                         "WHERE table_schema LIKE 'ready%' ORDER BY 1"))
+    assert after == before, "a readiness check changed the database"
+    assert failing(checks) == {}
+    assert checks["job.import.1.fetch"].facts == {"source_bytes": dump.stat().st_size}
+    assert checks["disk.import"].ok and "the next import needs" in checks["disk.import"].detail
+    # A dump larger than the free space (the size is what the fetch proof reports).
+    (full,) = disk_checks(world.policy(), {"import": 2**60}, 2.0)
+    assert (full.ok, full.reason) == (False, "disk_full")
+    (unknown,) = disk_checks(world.policy(), {}, 2.0)
+    assert (unknown.ok, unknown.reason, unknown.warning) == (False, "unknown", True)
+    mariadb.drop_databases("ready_live")
+
+
+def test_the_monitor_runs_the_checks_at_its_start(world: World) -> None:
+    from engine.failover import Engine
+    from engine.monitor import Monitor
+    from engine.state import StateStore
+
+    policy = world.policy()
+    store = StateStore(policy.state_dir)
+    with store.hold("test"):
+        engine = Engine(policy, store, send_mail=False)
+        monitor = Monitor(engine)
+        monitor.run_forever(max_cycles=1)
+        monitor.readiness.join(30)
+    record = load_record(policy.state_dir)
+    assert record is not None and record.failing == []
+    assert not monitor.readiness.tick(), "the next run waits for the interval"
