@@ -47,7 +47,7 @@ from engine.paths import StatePaths
 from engine.policy import Policy
 from engine.readiness import ReadinessRunner, notifier_emit
 from engine.state import isotime, parse_isotime, utcnow
-from engine.states import ARMED, State
+from engine.states import ARMED, STANDBY_BUSY, State
 from engine.tally import Cycle, Tally, classify
 
 log = logging.getLogger("failover_engine.monitor")
@@ -78,6 +78,11 @@ class Monitor:
         self._reload = reload
         self._probes: dict[str, object] = {}
         self._build_probes()
+        # Several observers deciding together through etcd (engine/quorum.py): only with
+        # a `quorum:` block; without one nothing changes.
+        from engine.quorum import build_quorum
+
+        self.quorum = build_quorum(engine.policy, engine.stop)
         # Standby readiness (engine/readiness.py): its own schedule, in the background.
         self.readiness = ReadinessRunner(lambda: self.policy,
                                          lambda: str(self.engine.record.state),
@@ -130,6 +135,7 @@ class Monitor:
         tally.record(verdict)
         record.failures, record.successes, record.window = (
             tally.failures, tally.successes, tally.window)
+        quorum_note = self._publish_verdict(verdict, tally)
         if record.state not in ARMED:
             # Engaged (or busy, or paused) the threshold has been met or does not apply:
             # the count stops there and "down for" tells the rest.
@@ -140,6 +146,8 @@ class Monitor:
             record.down_since = now
         record.cycles += 1
         line = self._outcome_line(verdict, target, results, problem)
+        if quorum_note:
+            line = f"{line}; {quorum_note}"
         record.last_outcome = line
         record.last_cycle = now
         from engine.clock import mark
@@ -274,12 +282,42 @@ class Monitor:
             log.warning("the outage is prolonged, but the hold-down after the last restore "
                         "blocks automatic engage until %s", engine.record.hold_down_until)
             return
+        quorum = self.quorum
+        if quorum is not None:
+            decision = quorum.may_engage()
+            if not decision.allowed:
+                log.warning("the outage is prolonged, but %s: not engaging", decision.reason)
+                engine.record.last_outcome = f"{line}; {decision.reason}"
+                return
+            log.warning("%s", decision.reason)
         log.warning("the outage is prolonged (%s); engaging the failover", line)
+        saved_stop = engine.runner.stop
+        if quorum is not None:
+            # The runner stops before its next step once we may no longer act: our own
+            # deadline passed or the leader lease is gone (or the engine is stopping).
+            engine.runner.stop = quorum.halt
         try:
             engine.engage(manual=False)
         except FailoverError as exc:  # standby lock not had in time, a full disk: say so
             log.error("automatic engage did not run to its end: %s", exc)
             engine.record.last_outcome = f"engage failed: {exc}"
+        finally:
+            engine.runner.stop = saved_stop
+
+    def _publish_verdict(self, verdict: Cycle, tally: Tally) -> str | None:
+        """With a quorum block: publish this cycle's verdict, keep or give back the leader
+        key by the state; the problem to add to the cycle line, if any."""
+        quorum = self.quorum
+        if quorum is None:
+            return None
+        state = self.engine.record.state
+        if quorum.holding is not None and state in ARMED:
+            quorum.release()  # restored or reset: armed again, another actor may lead
+        elif quorum.holding is None and quorum.spec.is_actor and state in STANDBY_BUSY:
+            # We engaged (or restarted mid-engage): hold the key, so no other actor engages.
+            quorum.take_leader()
+        prolonged = tally.prolonged and state in ARMED
+        return quorum.publish(str(verdict), tally.failures, prolonged)
 
     def _remind(self) -> None:
         record = self.engine.record
@@ -401,6 +439,8 @@ class Monitor:
                 if self._pending():
                     self.handle_requests()
                     self._maybe_reload()
+        if self.quorum is not None:
+            self.quorum.close()
         log.info("monitor stopped")
 
     def _pending(self) -> bool:

@@ -105,6 +105,12 @@ def reference_problems(source: Source, schemas: Schemas) -> list[Finding]:
     for name, probe in probes.items():
         for kind, options in as_mapping(probe).items():
             check_secrets(("probes", name, kind), options, schemas.fragment(f"probes/{kind}.json"))
+    if isinstance(data.get("quorum"), dict):
+        check_secrets(("quorum",), data["quorum"], schemas.fragment("quorum.json"))
+        from engine.quorum import quorum_reference_problems
+
+        for path, message in quorum_reference_problems(data["quorum"]):
+            add(("quorum", *path), message)
     if isinstance(data.get("notify"), dict):
         check_secrets(("notify",), data["notify"], schemas.fragment("notify-config.json"))
     elif "notify" not in data:

@@ -1,0 +1,420 @@
+"""Several observers decide together: verdicts and a leader key in etcd (the `quorum:` block).
+
+Without a `quorum:` block nothing here runs and one observer decides alone. With it:
+
+- **Verdicts.** Every cycle each observer publishes its verdict under
+  `<prefix>observers/<name>` — `{"verdict": ok|failed|inconclusive, "failures": n,
+  "prolonged": bool}` — attached to its own short lease (3 × the monitor interval, at least
+  3 s), refreshed every cycle: the verdict vanishes when that observer dies or is cut off
+  from the store.
+- **Freshness** comes from the etcd lease and the reader's own monotonic clock, never
+  from comparing wall clocks across hosts: a verdict counts only while its key exists (read
+  linearizably) and its mod revision changed within the verdict TTL by the reader's clock
+  (a key first seen counts as changed then).
+- **Agreement.** An actor (a name in `actors`) engages automatically only when its own
+  count says the outage is prolonged and at least `engage_when.down` fresh observers, itself
+  included, publish `prolonged: true`; otherwise the monitor says "quorum not reached
+  (1/2)" and does not engage.
+- **Leader key.** It then tries a create-if-absent transaction on `<prefix>leader` with a
+  lease of `lease_ttl`; the key's create revision is the fencing token. Only the holder
+  engages. A background thread renews the lease every third of its TTL; the holder's own
+  deadline is the monotonic time at which its last successful renewal was *sent* + TTL −
+  a margin (an etcd leader change resets leases to their full TTL, so etcd's count is not
+  the one to trust). Past the deadline, or when the lease is found gone, `halt` is set:
+  the runner stops before its next step (the journal keeps where it stopped).
+- The holder keeps the key while the standby is busy (engaging, engaged, aborted), so no
+  other actor engages a second time; it lets it go when the engine is armed again.
+- **Store unreachable or majority lost:** nobody engages automatically, and the cycle line
+  (hence `status` and the log) says "quorum store unreachable: …".
+
+Not yet (issue 14): the shared state, journal, hold-down, pause and requests in the store
+under the token; `engage`, `restore` and `reset` requiring the lease; `x-runs-on`;
+`engage --now --without-quorum`; quorum events and metrics; a policy reload does not
+change the quorum settings (restart the monitor).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.durations import parse_duration
+from engine.etcd import DEFAULT_TIMEOUT, EtcdClient, EtcdError, EtcdUnavailable, Security
+
+log = logging.getLogger("failover_engine.quorum")
+
+DEFAULT_LEASE_TTL = 30.0
+# The verdict lease: this many monitor intervals (a verdict missed twice is still there).
+VERDICT_INTERVALS = 3
+MIN_VERDICT_TTL = 3
+
+
+@dataclass(frozen=True)
+class QuorumSpec:
+    """The policy's `quorum:` block, paths absolute, durations in seconds."""
+
+    endpoints: list[str]
+    name: str
+    observers: list[str]
+    actors: list[str]
+    down: int
+    prefix: str
+    timeout: float = DEFAULT_TIMEOUT
+    lease_ttl: float = DEFAULT_LEASE_TTL
+    ca: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    user: str | None = None
+    password_secret: str | None = None
+
+    @property
+    def is_actor(self) -> bool:
+        """Whether this observer may engage (the others only vote)."""
+        return self.name in self.actors
+
+
+def quorum_spec(policy: Any) -> QuorumSpec | None:
+    """The policy's quorum block (None without one); relative paths against its directory."""
+    raw = (getattr(policy, "raw", None) or {}).get("quorum")
+    if not isinstance(raw, dict):
+        return None
+    base = Path(policy.path).parent
+
+    def path(key: str) -> Path | None:
+        value = raw.get(key)
+        if not value:
+            return None
+        candidate = Path(str(value)).expanduser()
+        return candidate if candidate.is_absolute() else base / candidate
+
+    return QuorumSpec(
+        endpoints=list(raw["endpoints"]), name=raw["name"], observers=list(raw["observers"]),
+        actors=list(raw["actors"]), down=int(raw["engage_when"]["down"]),
+        prefix=raw.get("prefix") or f"/failover-engine/{policy.name}/",
+        timeout=parse_duration(raw.get("timeout", DEFAULT_TIMEOUT)),
+        lease_ttl=parse_duration(raw.get("lease_ttl", DEFAULT_LEASE_TTL)),
+        ca=path("ca"), client_cert=path("client_cert"), client_key=path("client_key"),
+        user=raw.get("user"), password_secret=raw.get("password_secret"))
+
+
+def quorum_reference_problems(raw: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
+    """What the schema cannot say about a quorum block: (path inside it, one line)."""
+    problems: list[tuple[tuple[Any, ...], str]] = []
+    listed = raw.get("observers")
+    observers: list[Any] = listed if isinstance(listed, list) else []
+    known = ", ".join(str(o) for o in observers) or "none"
+    name = raw.get("name")
+    if isinstance(name, str) and observers and name not in observers:
+        problems.append((("name",), f"observer {name!r} is not one of quorum.observers "
+                                    f"({known}); add it there"))
+    for index, actor in enumerate(raw.get("actors") or []):
+        if isinstance(actor, str) and observers and actor not in observers:
+            problems.append((("actors", index), f"actor {actor!r} is not one of "
+                                                f"quorum.observers ({known})"))
+    down = (raw.get("engage_when") or {}).get("down") \
+        if isinstance(raw.get("engage_when"), dict) else None
+    if isinstance(down, int) and observers and down > len(observers):
+        problems.append((("engage_when", "down"), f"{down} observers can never agree: only "
+                                                  f"{len(observers)} are listed"))
+    if raw.get("client_cert") and raw.get("user"):
+        problems.append((("user",), "choose a client certificate or a user/password: etcd "
+                                    "refuses both together on its JSON gateway"))
+    https = [e for e in raw.get("endpoints") or [] if isinstance(e, str)
+             and e.startswith("https://")]
+    plain = [e for e in raw.get("endpoints") or [] if isinstance(e, str)
+             and e.startswith("http://")]
+    if https and plain:
+        problems.append((("endpoints",), "mix of http:// and https:// endpoints; use one"))
+    if raw.get("user") and plain:
+        problems.append((("user",), "a password over plain http:// would travel in clear; "
+                                    "use https:// endpoints"))
+    return problems
+
+
+@dataclass(frozen=True)
+class Count:
+    """What the observers say now: how many fresh ones call the outage prolonged."""
+
+    down: int
+    needed: int
+    fresh: tuple[str, ...]
+
+    @property
+    def reached(self) -> bool:
+        """Enough fresh observers agree."""
+        return self.down >= self.needed
+
+    def line(self) -> str:
+        """`quorum reached (2/2)` or `quorum not reached (1/2)`."""
+        word = "reached" if self.reached else "not reached"
+        return f"quorum {word} ({self.down}/{self.needed})"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """May this engine engage automatically now, and why (or why not)."""
+
+    allowed: bool
+    reason: str
+    token: int | None = None
+
+
+@dataclass
+class Holding:
+    """The leader key while we hold it: token, lease, own monotonic deadline."""
+
+    token: int
+    lease: int
+    ttl: float
+    deadline: float
+
+
+class Quorum:
+    """One observer's view of the store; see the module docstring. The monitor calls
+    `publish()` every cycle and `may_engage()` when its own count says prolonged."""
+
+    def __init__(self, spec: QuorumSpec, *, interval: float, password: str | None = None,
+                 stop: threading.Event | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.spec = spec
+        self.client = EtcdClient(spec.endpoints, timeout=spec.timeout, security=Security(
+            ca=spec.ca, cert=spec.client_cert, key=spec.client_key, user=spec.user,
+            password=password))
+        self.verdict_ttl = max(MIN_VERDICT_TTL, math.ceil(VERDICT_INTERVALS * interval))
+        self.margin = min(spec.lease_ttl / 3, max(spec.timeout, spec.lease_ttl / 10))
+        self.clock = clock
+        self.stop = stop or threading.Event()
+        self.halt = threading.Event()  # set when we must stop acting (deadline, lease gone)
+        self.holding: Holding | None = None
+        self._verdict_lease: int | None = None
+        self._seen: dict[str, tuple[int, float]] = {}
+        self._lock = threading.Lock()
+        self._renewer: threading.Thread | None = None
+        self.last_problem: str | None = None
+
+    # -- keys ---------------------------------------------------------------------------
+    @property
+    def leader_key(self) -> str:
+        return self.spec.prefix + "leader"
+
+    def verdict_key(self, name: str) -> str:
+        return f"{self.spec.prefix}observers/{name}"
+
+    # -- verdicts -----------------------------------------------------------------------
+    def publish(self, verdict: str, failures: int, prolonged: bool) -> str | None:
+        """Publish this cycle's verdict under our own lease; None, or the problem (one
+        line, e.g. "quorum store unreachable: …") for the cycle line."""
+        value = json.dumps({"verdict": verdict, "failures": failures, "prolonged": prolonged})
+        try:
+            if self._verdict_lease is not None:
+                try:
+                    self.client.keepalive(self._verdict_lease)
+                except EtcdUnavailable:
+                    raise
+                except EtcdError:  # expired while we were cut off: a new one
+                    self._verdict_lease = None
+            if self._verdict_lease is None:
+                self._verdict_lease = self.client.grant(self.verdict_ttl).id
+            self.client.put(self.verdict_key(self.spec.name), value, lease=self._verdict_lease)
+        except EtcdError as exc:
+            self.last_problem = _store_problem(exc)
+            return self.last_problem
+        self.last_problem = None
+        return None
+
+    def count(self) -> Count:
+        """The fresh observers' verdicts, read linearizably (EtcdError when it cannot)."""
+        found = self.client.range(self.spec.prefix + "observers/", prefix=True)
+        now = self.clock()
+        down, fresh = 0, []
+        present = set()
+        for kv in found:
+            name = kv.key.decode(errors="replace").rsplit("/", 1)[-1]
+            if name not in self.spec.observers:
+                continue  # an unknown name does not vote
+            present.add(name)
+            seen = self._seen.get(name)
+            if seen is None or seen[0] != kv.mod_revision:
+                seen = self._seen[name] = (kv.mod_revision, now)
+            if now - seen[1] > self.verdict_ttl:
+                continue  # not renewed for a whole verdict TTL by our clock: stale
+            fresh.append(name)
+            try:
+                document = json.loads(kv.value)
+            except ValueError:
+                continue
+            if isinstance(document, dict) and document.get("prolonged") is True:
+                down += 1
+        for gone in set(self._seen) - present:
+            del self._seen[gone]
+        return Count(down, self.spec.down, tuple(sorted(fresh)))
+
+    # -- the leader key -----------------------------------------------------------------
+    def may_engage(self) -> Decision:
+        """Called when our own count says the outage is prolonged: may we engage now?"""
+        if not self.spec.is_actor:
+            return Decision(False, f"observer {self.spec.name} only votes (not one of "
+                                   "quorum.actors)")
+        try:
+            count = self.count()
+        except EtcdError as exc:
+            return Decision(False, _store_problem(exc))
+        if not count.reached:
+            return Decision(False, count.line())
+        held = self.holds()
+        if held is not None:
+            return Decision(True, f"{count.line()}; leader key held (token {held})", held)
+        taken = self.take_leader()
+        if isinstance(taken, str):
+            return Decision(False, f"{count.line()}; {taken}")
+        return Decision(True, f"{count.line()}; leader key taken (token {taken})", taken)
+
+    def take_leader(self) -> int | str:
+        """Try for the leader key: our fencing token, or why not (one line)."""
+        try:
+            lease = self.client.grant(max(1, math.ceil(self.spec.lease_ttl)))
+            sent = self.clock()
+            owner = json.dumps({"name": self.spec.name, "host": socket.gethostname(),
+                                "pid": os.getpid()})
+            result = self.client.create(self.leader_key, owner, lease=lease.id)
+        except EtcdError as exc:
+            return _store_problem(exc)
+        if not result.created or result.current is None:
+            with contextlib.suppress(EtcdError):  # else it expires on its own
+                self.client.revoke(lease.id)
+            holder = _holder(result.current.value if result.current else b"")
+            token = result.current.create_revision if result.current else 0
+            return f"leader key held by {holder} (token {token})"
+        with self._lock:
+            self.holding = Holding(result.current.create_revision, lease.id, float(lease.ttl),
+                                   sent + lease.ttl - self.margin)
+            self.halt.clear()
+        self._start_renewer()
+        log.warning("quorum: leader key taken (token %d, lease %ds)",
+                    result.current.create_revision, lease.ttl)
+        return result.current.create_revision
+
+    def holds(self) -> int | None:
+        """Our token while our own deadline has not passed, else None."""
+        with self._lock:
+            holding = self.holding
+        if holding is None or self.halt.is_set() or self.clock() >= holding.deadline:
+            return None
+        return holding.token
+
+    def renew(self) -> bool:
+        """Refresh the leader lease once; True while we still hold it (see `halt`)."""
+        with self._lock:
+            holding = self.holding
+        if holding is None:
+            return False
+        sent = self.clock()
+        try:
+            ttl = self.client.keepalive(holding.lease)
+        except EtcdUnavailable as exc:
+            if self.clock() >= holding.deadline:
+                self._lose(f"no renewal before the deadline ({_store_problem(exc)})")
+                return False
+            return True
+        except EtcdError as exc:
+            self._lose(f"the leader lease is gone ({exc})")
+            return False
+        with self._lock:
+            if self.holding is holding:
+                holding.deadline = max(holding.deadline, sent + ttl - self.margin)
+        return True
+
+    def _lose(self, why: str) -> None:
+        with self._lock:
+            holding, self.holding = self.holding, None
+        self.halt.set()
+        if holding is not None:
+            log.error("quorum: leader key lost (token %d): %s; no step runs after this",
+                      holding.token, why)
+
+    def _start_renewer(self) -> None:
+        if self._renewer is not None and self._renewer.is_alive():
+            return
+        self._renewer = threading.Thread(target=self._renew_loop, name="quorum-lease",
+                                         daemon=True)
+        self._renewer.start()
+
+    def _renew_loop(self) -> None:
+        """Renew every third of the TTL; set `halt` at our own deadline at the latest."""
+        while True:
+            with self._lock:
+                holding = self.holding
+            if holding is None:
+                return
+            if self.stop.is_set():
+                self.halt.set()  # the engine is stopping: the runner stops too
+                return
+            now = self.clock()
+            if now >= holding.deadline:
+                self._lose("our own deadline passed (last renewal + TTL - margin)")
+                return
+            due = holding.deadline - (holding.ttl - self.margin) + holding.ttl / 3
+            if now >= due and not self.renew():
+                return
+            self.stop.wait(max(0.05, min(0.2, holding.deadline - now)))
+
+    def release(self) -> None:
+        """Give the leader key back (the engine is armed again)."""
+        with self._lock:
+            holding, self.holding = self.holding, None
+        if holding is None:
+            return
+        try:
+            self.client.delete_if_created_at(self.leader_key, holding.token)
+            self.client.revoke(holding.lease)
+        except EtcdError as exc:
+            log.warning("quorum: leader key not released (it expires on its own): %s", exc)
+        log.info("quorum: leader key released (token %d)", holding.token)
+
+    def close(self) -> None:
+        """On shutdown: withdraw our verdict (its lease) at once. The leader key is kept
+        until its lease ends, so no other actor engages a second time meanwhile."""
+        if self._verdict_lease is not None:
+            with contextlib.suppress(EtcdError):  # else it expires within the verdict TTL
+                self.client.revoke(self._verdict_lease)
+            self._verdict_lease = None
+
+
+def build_quorum(policy: Any, stop: threading.Event | None = None) -> Quorum | None:
+    """The Quorum for the policy's block (None without one); reads the password secret."""
+    spec = quorum_spec(policy)
+    if spec is None:
+        return None
+    password = None
+    if spec.password_secret:
+        from engine.safefile import read_limited
+        from engine.secrets import SecretStore
+
+        path = SecretStore(policy).path(spec.password_secret)
+        password = read_limited(path, "secret").decode(errors="replace").strip()
+    return Quorum(spec, interval=policy.monitor.interval, password=password, stop=stop)
+
+
+def _store_problem(exc: BaseException) -> str:
+    if isinstance(exc, EtcdUnavailable):
+        return f"quorum store unreachable: {str(exc).removeprefix('etcd unreachable: ')}"
+    return f"quorum store error: {exc}"
+
+
+def _holder(value: bytes) -> str:
+    try:
+        document = json.loads(value)
+    except ValueError:
+        return "another engine"
+    if isinstance(document, dict) and isinstance(document.get("name"), str):
+        return f"{document['name']} (pid {document.get('pid')} on {document.get('host')})"
+    return "another engine"

@@ -1,0 +1,216 @@
+"""Several observers through a real 3-member etcd (issue 14, first part): S1, S2, S6.
+
+Three observer engines (`failover-engine run`, each its own process, policy and state
+dir) share one etcd cluster (tests/fixtures/etcd.py). Production is a real HTTP server on
+loopback. These tests do not use network namespaces yet: an observer "cut from
+production" is one whose production probe points at a closed loopback port, and "majority
+lost" is two of the three etcd members killed.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from engine.drillkit.ports import free_port
+from tests.fixtures.etcd import EtcdCluster
+from tests.support import REPO, wait_until
+
+pytestmark = pytest.mark.integration
+
+ENGINE = [sys.executable, str(REPO / "bin" / "failover-engine")]
+NAMES = ("obs1", "obs2", "obs3")
+FAILURES = 3
+
+
+class Production:
+    """An HTTP server on loopback answering 200, or 503 once `down` is set."""
+
+    def __init__(self) -> None:
+        self.down = False
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                self.send_response(503 if outer.down else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def production() -> Iterator[Production]:
+    server = Production()
+    yield server
+    server.close()
+
+
+def write_policy(root: Path, name: str, url: str, endpoints: list[str]) -> Path:
+    policy = root / f"{name}.yaml"
+    policy.write_text(f"""\
+version: 1
+name: quorum-test
+state_dir: state-{name}
+probes:
+  production:
+    http: {{url: "{url}", timeout: 500ms}}
+monitor:
+  target: production
+  interval: 200ms
+  failures_to_engage: {FAILURES}
+quorum:
+  endpoints: {json.dumps(endpoints)}
+  prefix: /fe-test/
+  name: {name}
+  observers: [obs1, obs2, obs3]
+  actors: [obs1, obs2, obs3]
+  engage_when: {{down: 2}}
+  lease_ttl: 5s
+  timeout: 500ms
+engage:
+  - lock: {{state: present}}
+restore:
+  - lock: {{state: absent}}
+""")
+    return policy
+
+
+class Observers:
+    """Three monitor processes; stopped (SIGTERM, then SIGKILL) at the end."""
+
+    def __init__(self, root: Path, urls: dict[str, str], endpoints: list[str]) -> None:
+        self.root = root
+        self.policies = {n: write_policy(root, n, urls[n], endpoints) for n in NAMES}
+        self.procs = {n: subprocess.Popen([*ENGINE, "--policy", str(p), "run"],
+                                          stdout=(root / f"{n}.log").open("wb"),
+                                          stderr=subprocess.STDOUT)
+                      for n, p in self.policies.items()}
+
+    def state(self, name: str) -> dict:
+        try:
+            return json.loads((self.root / f"state-{name}" / "state.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def engages(self) -> int:
+        return sum(self.state(n).get("counts", {}).get("engages", 0) for n in NAMES)
+
+    def engaged(self) -> list[str]:
+        return [n for n in NAMES if self.state(n).get("state") in ("engaging", "engaged")]
+
+    def cycles(self, name: str) -> int:
+        return int(self.state(name).get("cycles", 0))
+
+    def status(self, name: str) -> str:
+        done = subprocess.run([*ENGINE, "--policy", str(self.policies[name]), "status"],
+                              capture_output=True, text=True, timeout=30)
+        return done.stdout + done.stderr
+
+    def log(self, name: str) -> str:
+        return (self.root / f"{name}.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+@pytest.fixture
+def observers_factory(tmp_path: Path) -> Iterator:
+    started: list[Observers] = []
+
+    def start(urls: dict[str, str], endpoints: list[str]) -> Observers:
+        group = Observers(tmp_path, urls, endpoints)
+        started.append(group)
+        return group
+
+    yield start
+    for group in started:
+        group.stop()
+
+
+def test_s1_production_down_gives_exactly_one_engage(etcd_cluster: EtcdCluster,
+                                                     production: Production,
+                                                     observers_factory) -> None:
+    group = observers_factory({n: production.url for n in NAMES}, etcd_cluster.endpoints)
+    # Healthy first: every observer publishes, nobody engages.
+    wait_until(lambda: all(group.cycles(n) >= 3 for n in NAMES), 60, "three cycles each")
+    verdicts = etcd_cluster.client().range("/fe-test/observers/", prefix=True)
+    assert sorted(kv.key.decode() for kv in verdicts) == [f"/fe-test/observers/{n}"
+                                                         for n in NAMES]
+    assert all(json.loads(kv.value)["verdict"] == "ok" for kv in verdicts)
+    assert group.engages() == 0
+    production.down = True
+    wait_until(lambda: group.engages() >= 1, 60, "an engage")
+    # Every observer has then gone on counting well past the threshold: still one engage.
+    marks = {n: group.cycles(n) for n in NAMES}
+    wait_until(lambda: all(group.cycles(n) >= marks[n] + 2 * FAILURES for n in NAMES), 60,
+               "more cycles on every observer")
+    assert group.engages() == 1
+    assert len(group.engaged()) == 1
+    leader = group.engaged()[0]
+    holder = etcd_cluster.client().get("/fe-test/leader")
+    assert holder is not None and json.loads(holder.value)["name"] == leader
+    for other in set(NAMES) - {leader}:
+        assert f"leader key held by {leader}" in group.status(other)
+        assert group.state(other)["state"] == "suspect"
+
+
+def test_s2_observer_cut_from_production_only_does_not_engage(
+        etcd_cluster: EtcdCluster, production: Production, observers_factory) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/"
+    group = observers_factory({"obs1": dead, "obs2": production.url, "obs3": production.url},
+                              etcd_cluster.endpoints)
+    wait_until(lambda: group.cycles("obs1") >= 4 * FAILURES, 60, "obs1 past its threshold")
+    assert group.engages() == 0
+    assert group.state("obs1")["state"] == "suspect"
+    status = group.status("obs1")
+    assert "quorum not reached (1/2)" in status, status
+    assert "quorum not reached (1/2): not engaging" in group.log("obs1")
+    assert etcd_cluster.client().get("/fe-test/leader") is None
+
+
+def test_s6_majority_lost_nobody_engages_until_it_is_back(
+        etcd_cluster: EtcdCluster, production: Production, observers_factory) -> None:
+    group = observers_factory({n: production.url for n in NAMES}, etcd_cluster.endpoints)
+    wait_until(lambda: all(group.cycles(n) >= 2 for n in NAMES), 60, "two cycles each")
+    etcd_cluster.stop(0)
+    etcd_cluster.stop(1)
+    production.down = True
+    marks = {n: group.cycles(n) for n in NAMES}
+    wait_until(lambda: all(group.cycles(n) >= marks[n] + 2 * FAILURES for n in NAMES), 90,
+               "cycles past the threshold without a majority")
+    assert group.engages() == 0
+    for name in NAMES:
+        status = group.status(name)
+        assert "quorum store unreachable" in status, status
+        assert group.state(name)["state"] == "suspect"
+    # The majority back: one engage, by one observer.
+    etcd_cluster.start(0)
+    wait_until(lambda: group.engages() >= 1, 90, "an engage once the majority is back")
+    marks = {n: group.cycles(n) for n in NAMES}
+    wait_until(lambda: all(group.cycles(n) >= marks[n] + FAILURES for n in NAMES), 60,
+               "more cycles on every observer")
+    assert group.engages() == 1
+    assert len(group.engaged()) == 1

@@ -1,0 +1,118 @@
+"""engine/quorum.py: the block's checks, freshness, agreement and the leader key's deadline
+(against a real 3-member etcd, tests/fixtures/etcd.py)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from engine.quorum import Quorum, QuorumSpec, quorum_reference_problems, quorum_spec
+from tests.fixtures.etcd import EtcdCluster
+from tests.support import wait_until
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def spec(cluster: EtcdCluster, name: str, *, down: int = 2, ttl: float = 30.0) -> QuorumSpec:
+    return QuorumSpec(endpoints=cluster.endpoints, name=name, observers=["a", "b", "c"],
+                      actors=["a", "b"], down=down, prefix="/t/", timeout=0.5, lease_ttl=ttl)
+
+
+def test_spec_from_policy_defaults_and_paths(tmp_path: Path) -> None:
+    policy = SimpleNamespace(path=tmp_path / "p.yaml", name="gocdb", raw={"quorum": {
+        "endpoints": ["https://e1:2379"], "name": "a", "observers": ["a"], "actors": ["a"],
+        "engage_when": {"down": 1}, "ca": "pki/ca.pem", "client_cert": "/etc/fe/c.pem",
+        "client_key": "/etc/fe/c.key"}})
+    got = quorum_spec(policy)
+    assert got is not None
+    assert got.prefix == "/failover-engine/gocdb/"
+    assert got.lease_ttl == 30.0 and got.timeout == 2.0
+    assert got.ca == tmp_path / "pki" / "ca.pem"
+    assert got.client_cert == Path("/etc/fe/c.pem")
+    assert quorum_spec(SimpleNamespace(path=tmp_path / "p.yaml", name="x", raw={})) is None
+
+
+def test_reference_problems() -> None:
+    assert quorum_reference_problems({"endpoints": ["https://e:1"], "name": "a",
+                                      "observers": ["a", "b"], "actors": ["a"],
+                                      "engage_when": {"down": 2}}) == []
+    problems = dict(quorum_reference_problems({
+        "endpoints": ["http://e:1", "https://e:2"], "name": "z", "observers": ["a"],
+        "actors": ["a", "q"], "engage_when": {"down": 2}, "user": "u", "client_cert": "c"}))
+    assert "not one of quorum.observers" in problems[("name",)]
+    assert "'q'" in problems[("actors", 1)]
+    assert "can never agree" in problems[("engage_when", "down")]
+    assert "mix of http:// and https://" in problems[("endpoints",)]
+    assert ("user",) in problems
+
+
+@pytest.mark.integration
+def test_agreement_and_freshness_by_the_readers_clock(etcd_cluster: EtcdCluster) -> None:
+    clock = Clock()
+    a = Quorum(spec(etcd_cluster, "a"), interval=1.0, clock=clock)
+    b = Quorum(spec(etcd_cluster, "b"), interval=1.0, clock=clock)
+    c = Quorum(spec(etcd_cluster, "c"), interval=1.0, clock=clock)
+    assert a.publish("failed", 3, True) is None
+    assert c.publish("failed", 1, False) is None
+    decision = a.may_engage()
+    assert not decision.allowed and decision.reason == "quorum not reached (1/2)"
+    # An unknown name does not vote.
+    a.client.put("/t/observers/intruder", json.dumps({"prolonged": True}))
+    assert a.count().down == 1
+    b.publish("failed", 3, True)
+    assert a.count().down == 2
+    # b goes silent: its key is still there (lease), but by a's clock it has not changed
+    # for longer than the verdict TTL, so it no longer counts; a's own does while renewed.
+    clock.now += a.verdict_ttl + 1
+    a.publish("failed", 4, True)
+    count = a.count()
+    assert count.fresh == ("a",) and count.line() == "quorum not reached (1/2)"
+    b.publish("failed", 4, True)
+    decision = a.may_engage()
+    assert decision.allowed and decision.token is not None
+    assert "quorum reached (2/2); leader key taken" in decision.reason
+    # b agrees too, but the key is a's: b does not engage.
+    refused = b.may_engage()
+    assert not refused.allowed and "leader key held by a" in refused.reason
+    # c only votes.
+    assert "only votes" in c.may_engage().reason
+    a.release()
+    assert a.client.get("/t/leader") is None
+    assert b.may_engage().allowed
+    b.release()
+    a.close()
+    assert a.client.get("/t/observers/a") is None  # withdrawn at once on shutdown
+
+
+@pytest.mark.integration
+def test_holder_stops_at_its_own_deadline_when_cut_from_the_store(
+        etcd_cluster: EtcdCluster) -> None:
+    a = Quorum(spec(etcd_cluster, "a", down=1, ttl=3.0), interval=0.2)
+    a.publish("failed", 3, True)
+    decision = a.may_engage()
+    assert decision.allowed
+    assert a.holds() == decision.token
+    assert not a.halt.is_set()
+    etcd_cluster.stop_all()  # the store is gone: no renewal can succeed
+    wait_until(a.halt.is_set, 20, "the holder to halt at its deadline")
+    assert a.holds() is None and a.holding is None
+
+
+@pytest.mark.integration
+def test_store_unreachable_is_said(etcd_cluster: EtcdCluster) -> None:
+    a = Quorum(spec(etcd_cluster, "a", down=1), interval=0.2)
+    etcd_cluster.stop_all()
+    problem = a.publish("failed", 3, True)
+    assert problem is not None and problem.startswith("quorum store unreachable: ")
+    decision = a.may_engage()
+    assert not decision.allowed and decision.reason.startswith("quorum store unreachable")
