@@ -181,10 +181,9 @@ def _load_schemas(schema_dir: Path,
             ) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise PolicyError([f"{file}: cannot read schema: {exc}"]) from None
-        schema_id = contents.get("$id") if isinstance(contents, dict) else None
-        if not isinstance(schema_id, str):
-            raise PolicyError([f"{file}: schema has no \"$id\" (every schema file needs one)"])
-        schema_id = internal_id(file.relative_to(schema_dir).as_posix(), schema_id)
+        if not isinstance(contents, dict):
+            raise PolicyError([f"{file}: a schema file must hold a JSON object"])
+        schema_id = internal_id(file.relative_to(schema_dir).as_posix(), contents.get("$id"))
         # In memory every document carries its absolute internal id, so $refs resolve
         # the same way under every jsonschema release (with or without `referencing`).
         contents["$id"] = schema_id
@@ -201,21 +200,23 @@ def _load_schemas(schema_dir: Path,
     return Schemas(by_id=by_id, validator=validator, missing=missing, directory=schema_dir)
 
 
-def internal_id(relative: str, declared: str) -> str:
-    """The absolute id of the schema file `relative` (to the schema directory) whose
-    `$id` is `declared`.
+def internal_id(relative: str, declared: Any = None) -> str:
+    """The absolute id of the schema file `relative` (to the schema directory), whose
+    `$id` is `declared` (None: it has none).
 
-    On disk a file's `$id` is its own name (`"archive.json"`), which an editor resolves
-    against the file's location, so `$ref`s between the files work for editors and
-    `check-jsonschema` without any network. The engine gives each file the id
-    SCHEMA_BASE + its path, under which the same relative `$ref`s resolve. An absolute
-    `$id` from an older install is accepted when it names the same file.
+    The shipped files have no `$id`: an editor or `check-jsonschema` then takes the file's
+    own location as its base, so the relative `$ref`s between the files resolve from the
+    files alone, without a network (an unresolvable https `$id` made editors report
+    nothing). The engine gives each file the id SCHEMA_BASE + its path, under which the
+    same relative `$ref`s resolve. A `$id` (an older install's absolute one, or the file's
+    own name) is accepted when it names the same file.
     """
     wanted = SCHEMA_BASE + relative
-    if urljoin(wanted, declared) != wanted:
-        raise PolicyError([f"{relative}: \"$id\" is {declared!r}; it must be the file's own "
-                           f"name {relative.rsplit('/', 1)[-1]!r} (a broken install or a "
-                           "copied fragment)"])
+    if declared is None:
+        return wanted
+    if not isinstance(declared, str) or urljoin(wanted, declared) != wanted:
+        raise PolicyError([f"{relative}: \"$id\" is {declared!r}; leave it out (the file's "
+                           "location is its id) or make it the file's own name"])
     return wanted
 
 

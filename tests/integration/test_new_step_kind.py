@@ -158,8 +158,9 @@ def test_a_kind_made_by_the_recipe_validates_plans_runs_and_gets_write_access(
 
     install = cli("install", "--root", str(tmp_path / "root"), "--dry-run")
     assert install.returncode == 0, install.stdout + install.stderr
-    (line,) = [line for line in install.stdout.splitlines()
-               if line.lstrip("+ ").startswith("ReadWritePaths=")]
+    # The template's defaults, then the instance's drop-in with the policy's paths.
+    _template, line = [line for line in install.stdout.splitlines()
+                       if line.lstrip("+ ").startswith("ReadWritePaths=")]
     writable = line.lstrip("+ ").removeprefix("ReadWritePaths=").split()
     assert writable == [str(tmp_path / "state"), f"-{tmp_path / 'flags'}"]
     assert not (tmp_path / "root").exists()  # --dry-run wrote nothing

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
 import io
 import ipaddress
 import json
@@ -47,6 +48,10 @@ from tests.support import REPO
 SHIPPED = sorted([*REPO.glob("policies/*.yaml"), *REPO.glob("policies/examples/*.yaml")])
 # Read once: every example of a run starts from the same text (hypothesis replays examples).
 TEXTS = {path: path.read_text(encoding="utf-8") for path in SHIPPED}
+# Without the [oracle] extra (Debian's python3) running a policy with import_oracle is
+# refused by design (exit 2, one line naming the extra): mutate the others only.
+_ORACLEDB = importlib.util.find_spec("oracledb") is not None
+RUNNABLE = [path for path in SHIPPED if _ORACLEDB or "import_oracle" not in TEXTS[path]]
 REFUSED_PORT = 9  # discard: nothing listens on loopback, so a connect is refused at once
 MAX_EXAMPLES = int(os.environ.get("FAILOVER_MUTANTS", "150"))
 
@@ -288,7 +293,7 @@ def _check_mutant(base: Path, data: dict[str, Any], mutation: list[str]) -> None
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
 def _mutants_run_or_are_refused(data: st.DataObject) -> None:
-    source = data.draw(st.sampled_from(SHIPPED), label="policy")
+    source = data.draw(st.sampled_from(RUNNABLE), label="policy")
     with tempfile.TemporaryDirectory(prefix="mutant-") as folder:
         base = Path(folder)
         policy = _localize(yaml.safe_load(TEXTS[source]), base)

@@ -39,11 +39,14 @@ def load(path: Path) -> dict[str, Any]:
 def test_schema_file_is_a_2020_12_schema_with_its_id(path: Path) -> None:
     schema = load(path)
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    # Its own file name: editors and check-jsonschema resolve it (and the relative $refs)
-    # next to the file; the engine maps it to SCHEMA_BASE + the path.
-    assert schema["$id"] == path.name
-    assert internal_id(path.relative_to(SCHEMA_DIR).as_posix(), schema["$id"]) == (
-        SCHEMA_BASE + path.relative_to(SCHEMA_DIR).as_posix())
+    # No $id: editors and check-jsonschema resolve the relative $refs next to the file;
+    # the engine gives it the id SCHEMA_BASE + the path.
+    assert "$id" not in schema
+    relative = path.relative_to(SCHEMA_DIR).as_posix()
+    assert internal_id(relative) == SCHEMA_BASE + relative
+    assert internal_id(relative, path.name) == internal_id(relative, SCHEMA_BASE + relative)
+    with pytest.raises(PolicyError, match="leave it out"):
+        internal_id(relative, "https://elsewhere.example/x.json")
     Draft202012Validator.check_schema(schema)
 
 
