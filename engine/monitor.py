@@ -127,7 +127,6 @@ class Monitor:
             # Our own client certificate or key failed, not production: the cycle says
             # nothing about production, so it must not count towards an engage.
             verdict = Cycle.INCONCLUSIVE
-        self._arming(results, problem)
         tally = Tally(monitor.failures_to_engage,
                       monitor.window[0] if monitor.window else None,
                       monitor.window[1] if monitor.window else None,
@@ -136,6 +135,7 @@ class Monitor:
         record.failures, record.successes, record.window = (
             tally.failures, tally.successes, tally.window)
         quorum_note = self._publish_verdict(verdict, tally)
+        self._arming(results, problem, quorum_note)
         if record.state not in ARMED:
             # Engaged (or busy, or paused) the threshold has been met or does not apply:
             # the count stops there and "down for" tells the rest.
@@ -175,12 +175,17 @@ class Monitor:
         except Exception as exc:  # noqa: BLE001 - a probe bug must not stop the cycle
             return f"probe error: {type(exc).__name__}: {exc}"
 
-    def _arming(self, results: dict[str, ProbeResult], problem: str | None) -> None:
+    def _arming(self, results: dict[str, ProbeResult], problem: str | None,
+                quorum_note: str | None = None) -> None:
         """Can the failover still engage? Record why not, warn and mail when that changes."""
         monitor, record = self.policy.monitor, self.engine.record
         record.guards_failed = guard_streak(record.guards_failed,
                                             [results[g].ok for g in monitor.guards])
         reason = disarm_reason(monitor.target, problem, monitor.guards, record.guards_failed)
+        if reason is None and quorum_note is not None:
+            from engine.quorum import disarm_reason as quorum_disarm
+
+            reason = quorum_disarm(quorum_note)
         if reason == record.disarmed:
             return
         before = record.disarmed

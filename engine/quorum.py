@@ -24,12 +24,14 @@ Without a `quorum:` block nothing here runs and one observer decides alone. With
   the runner stops before its next step (the journal keeps where it stopped).
 - The holder keeps the key while the standby is busy (engaging, engaged, aborted), so no
   other actor engages a second time; it lets it go when the engine is armed again.
-- **Store unreachable or majority lost:** nobody engages automatically, and the cycle line
-  (hence `status` and the log) says "quorum store unreachable: …".
+- **Store unreachable or majority lost:** nobody engages automatically; the cycle line
+  (hence `status` and the log) says "quorum store unreachable: …" with each endpoint's
+  problem, and the failover is *disarmed* (engine/arming.py) with STORE_DISARMED as the
+  reason: `check engine` WARNING, the disarmed metric, the disarmed event (once).
 
 Not yet (issue 14): the shared state, journal, hold-down, pause and requests in the store
 under the token; `engage`, `restore` and `reset` requiring the lease; `x-runs-on`;
-`engage --now --without-quorum`; quorum events and metrics; a policy reload does not
+`engage --now --without-quorum`; quorum metrics of their own; a policy reload does not
 change the quorum settings (restart the monitor).
 """
 from __future__ import annotations
@@ -48,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.durations import parse_duration
+from engine.errors import FailoverError
 from engine.etcd import DEFAULT_TIMEOUT, EtcdClient, EtcdError, EtcdUnavailable, Security
 
 log = logging.getLogger("failover_engine.quorum")
@@ -106,9 +109,21 @@ def quorum_spec(policy: Any) -> QuorumSpec | None:
         user=raw.get("user"), password_secret=raw.get("password_secret"))
 
 
-def quorum_reference_problems(raw: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
-    """What the schema cannot say about a quorum block: (path inside it, one line)."""
+def quorum_reference_problems(raw: dict[str, Any], interval: Any = None
+                              ) -> list[tuple[tuple[Any, ...], str]]:
+    """What the schema cannot say about a quorum block: (path inside it, one line).
+    `interval` is the monitor's (as written): a store call cut off must not make a cycle
+    overrun it, or `check engine` would say the monitor is not running."""
     problems: list[tuple[tuple[Any, ...], str]] = []
+    try:
+        every = parse_duration(interval) if interval is not None else None
+        timeout = parse_duration(raw.get("timeout", DEFAULT_TIMEOUT))
+    except (ValueError, TypeError, FailoverError):
+        every = timeout = None  # the schema check reports a bad duration
+    if every is not None and timeout is not None and timeout * 2 > every:
+        problems.append((("timeout",), f"{raw.get('timeout', DEFAULT_TIMEOUT)} is too long "
+                                       f"for a monitor interval of {interval}: at most half "
+                                       "the interval (a cycle waits for the store)"))
     listed = raw.get("observers")
     observers: list[Any] = listed if isinstance(listed, list) else []
     known = ", ".join(str(o) for o in observers) or "none"
@@ -264,6 +279,10 @@ class Quorum:
         if not self.spec.is_actor:
             return Decision(False, f"observer {self.spec.name} only votes (not one of "
                                    "quorum.actors)")
+        if self.last_problem is not None:
+            # This cycle's publish already found the store cut off: do not wait for it a
+            # second time in the same cycle.
+            return Decision(False, self.last_problem)
         try:
             count = self.count()
         except EtcdError as exc:
@@ -402,6 +421,16 @@ def build_quorum(policy: Any, stop: threading.Event | None = None) -> Quorum | N
         path = SecretStore(policy).path(spec.password_secret)
         password = read_limited(path, "secret").decode(errors="replace").strip()
     return Quorum(spec, interval=policy.monitor.interval, password=password, stop=stop)
+
+
+STORE_DISARMED = ("the quorum store (etcd) is unreachable or has lost its majority: nobody "
+                  "engages automatically")
+
+
+def disarm_reason(note: str) -> str | None:
+    """The monitor's disarm reason for a cycle's quorum note (stable while it lasts, so the
+    disarmed event goes out once): the store cannot be reached; None otherwise."""
+    return STORE_DISARMED if note.startswith("quorum store ") else None
 
 
 def _store_problem(exc: BaseException) -> str:

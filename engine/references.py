@@ -109,7 +109,8 @@ def reference_problems(source: Source, schemas: Schemas) -> list[Finding]:
         check_secrets(("quorum",), data["quorum"], schemas.fragment("quorum.json"))
         from engine.quorum import quorum_reference_problems
 
-        for path, message in quorum_reference_problems(data["quorum"]):
+        for path, message in quorum_reference_problems(data["quorum"],
+                                                        monitor.get("interval")):
             add(("quorum", *path), message)
     if isinstance(data.get("notify"), dict):
         check_secrets(("notify",), data["notify"], schemas.fragment("notify-config.json"))

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from engine.drillkit.ports import free_port
+from engine.quorum import STORE_DISARMED
 from tests.fixtures.etcd import EtcdCluster
 from tests.support import REPO, wait_until
 
@@ -72,7 +73,7 @@ probes:
     http: {{url: "{url}", timeout: 500ms}}
 monitor:
   target: production
-  interval: 200ms
+  interval: 400ms
   failures_to_engage: {FAILURES}
 quorum:
   endpoints: {json.dumps(endpoints)}
@@ -82,7 +83,7 @@ quorum:
   actors: [obs1, obs2, obs3]
   engage_when: {{down: 2}}
   lease_ttl: 5s
-  timeout: 500ms
+  timeout: 200ms
 engage:
   - lock: {{state: present}}
 restore:
@@ -121,6 +122,10 @@ class Observers:
         done = subprocess.run([*ENGINE, "--policy", str(self.policies[name]), "status"],
                               capture_output=True, text=True, timeout=30)
         return done.stdout + done.stderr
+
+    def check_engine(self, name: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*ENGINE, "--policy", str(self.policies[name]), "check",
+                               "engine"], capture_output=True, text=True, timeout=30)
 
     def log(self, name: str) -> str:
         return (self.root / f"{name}.log").read_text(errors="replace")
@@ -206,6 +211,11 @@ def test_s6_majority_lost_nobody_engages_until_it_is_back(
         status = group.status(name)
         assert "quorum store unreachable" in status, status
         assert group.state(name)["state"] == "suspect"
+        # The failover is disarmed, and the Nagios check says so (WARNING, not OK).
+        assert group.state(name)["disarmed"] == STORE_DISARMED
+        check = group.check_engine(name)
+        assert check.returncode == 1, check.stdout + check.stderr
+        assert check.stdout.startswith("ENGINE WARNING") and "quorum store (etcd)" in check.stdout
     # The majority back: one engage, by one observer.
     etcd_cluster.start(0)
     wait_until(lambda: group.engages() >= 1, 90, "an engage once the majority is back")
@@ -214,3 +224,4 @@ def test_s6_majority_lost_nobody_engages_until_it_is_back(
                "more cycles on every observer")
     assert group.engages() == 1
     assert len(group.engaged()) == 1
+    assert all(group.state(n)["disarmed"] is None for n in NAMES)  # armed again

@@ -54,6 +54,15 @@ def test_reference_problems() -> None:
     assert "can never agree" in problems[("engage_when", "down")]
     assert "mix of http:// and https://" in problems[("endpoints",)]
     assert ("user",) in problems
+    # A store call must not make a cycle overrun the monitor's interval.
+    slow = dict(quorum_reference_problems({"endpoints": ["https://e:1"], "name": "a",
+                                           "observers": ["a"], "actors": ["a"],
+                                           "engage_when": {"down": 1}, "timeout": "3s"},
+                                          "5s"))
+    assert "at most half the interval" in slow[("timeout",)]
+    assert quorum_reference_problems({"endpoints": ["https://e:1"], "name": "a",
+                                      "observers": ["a"], "actors": ["a"],
+                                      "engage_when": {"down": 1}}, "10s") == []
 
 
 @pytest.mark.integration
