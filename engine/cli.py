@@ -412,6 +412,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # transitions narrates every callback at INFO; our own transition lines say what matters.
     logging.getLogger("transitions").setLevel(logging.WARNING)
     module_name, function = COMMANDS[key].split(":")
+    loaded = sys.modules.get("engine.notifier")  # imported once a command loads a policy
+    if loaded is not None:
+        loaded.forget()  # the outbox tried at the end is that of the policy this command loads
     try:
         module = importlib.import_module(f"engine.commands.{module_name}")
         code = int(getattr(module, function)(args) or 0)
@@ -447,12 +450,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _retry_outbox(key: str) -> None:
     """Every command that loaded a policy retries its event outbox at its end, within a few
     seconds (the monitor and the drill deliver on their own schedule)."""
-    if key in ("run", "drill", "notify test"):
+    loaded = sys.modules.get("engine.notifier")  # absent: no policy was loaded, nothing to do
+    if key in ("run", "drill", "notify test") or loaded is None:
         return
     try:
-        from engine.notifier import drain_after_command
-
-        drain_after_command(budget=2.0 if key.startswith("check ") else 5.0)
+        loaded.drain_after_command(budget=2.0 if key.startswith("check ") else 5.0)
     except Exception as exc:  # noqa: BLE001 - the command's own result and exit code stand
         # (a missing dependency, a state dir this user may not read: said already, or not
         # this command's business)

@@ -349,13 +349,13 @@ class Notifier:
             self._wake.wait(5.0 if waiting else BACKOFF_MAX)
 
     def drain(self, budget: float = CLI_BUDGET, *, wait: float | None = None,
-              only: str | None = None) -> Delivery:
+              only: str | None = None, quiet: bool = False) -> Delivery:
         """Try everything waiting now (due or not), within `budget` seconds; `wait`: how long
         to wait for a delivery in progress elsewhere (default: a second at most)."""
         started = time.monotonic()
         result = self.outbox.deliver(self.channels(), budget=budget, due_only=False, only=only,
                                      wait=min(1.0, budget) if wait is None else wait)
-        self._report(result)
+        self._report(result, quiet=quiet)
         if only is None:
             self.flush_spool(budget - (time.monotonic() - started))
         return result
@@ -381,13 +381,15 @@ class Notifier:
         if sent:
             log.info("%d spooled mail(s) of notify steps sent", sent)
 
-    def _report(self, result: Delivery) -> None:
+    def _report(self, result: Delivery, *, quiet: bool = False) -> None:
         for event_id, channel, what in result.delivered:
             log_event(log, "event.delivered", f"event {event_id[:12]} delivered by {channel}: "
-                      f"{what}", event_id=event_id, channel=channel)
+                      f"{what}", event_id=event_id, channel=channel,
+                      level=logging.DEBUG if quiet else logging.INFO)
         for event_id, channel, error in result.failed:
-            log.warning("event %s not delivered by %s (kept in the outbox): %s",
-                        event_id[:12], channel, error)
+            log.log(logging.DEBUG if quiet else logging.WARNING,
+                    "event %s not delivered by %s (kept in the outbox): %s",
+                    event_id[:12], channel, error)
 
 
 def _short(value: Any) -> str:
@@ -427,10 +429,17 @@ def remember(policy: Policy) -> None:
     _REMEMBERED[:] = [policy]
 
 
+def forget() -> None:
+    """Start a command with no policy remembered (in-process callers run several)."""
+    _REMEMBERED.clear()
+
+
 def drain_after_command(budget: float = CLI_BUDGET) -> None:
-    """What every CLI command does at its end: try the outbox of the policy it loaded."""
+    """What every CLI command does at its end: try the outbox of the policy it loaded.
+    Quietly: a command's output stays its own; status and check engine show the outbox."""
     if _REMEMBERED:
-        drain_for_cli(_REMEMBERED[-1], budget)
+        policy = _REMEMBERED.pop()
+        drain_for_cli(policy, budget)
 
 
 def drain_for_cli(policy: Policy | None, budget: float = CLI_BUDGET) -> None:
@@ -442,6 +451,6 @@ def drain_for_cli(policy: Policy | None, budget: float = CLI_BUDGET) -> None:
         notifier = Notifier(policy)
         if not notifier.outbox.dir.is_dir() and not notifier._spooled():
             return
-        notifier.drain(budget)
+        notifier.drain(budget, quiet=True)
     except Exception as exc:  # noqa: BLE001 - delivery never changes a command's outcome
         log.debug("outbox not tried: %s", exc)
