@@ -3,8 +3,9 @@
 Three observer engines (`failover-engine run`, each its own process, policy and state
 dir) share one etcd cluster (tests/fixtures/etcd.py). Production is a real HTTP server on
 loopback. These tests do not use network namespaces yet: an observer "cut from
-production" is one whose production probe points at a closed loopback port, and "majority
-lost" is two of the three etcd members killed.
+production" is one whose production probe points at a closed loopback port, one "cut
+from everything" also has only closed ports as its etcd endpoints, and "majority lost"
+is two of the three etcd members killed.
 """
 from __future__ import annotations
 
@@ -63,6 +64,7 @@ def production() -> Iterator[Production]:
 
 
 def write_policy(root: Path, name: str, url: str, endpoints: list[str]) -> Path:
+    """One observer's policy: all three observers are actors, two must agree."""
     policy = root / f"{name}.yaml"
     policy.write_text(f"""\
 version: 1
@@ -95,9 +97,11 @@ restore:
 class Observers:
     """Three monitor processes; stopped (SIGTERM, then SIGKILL) at the end."""
 
-    def __init__(self, root: Path, urls: dict[str, str], endpoints: list[str]) -> None:
+    def __init__(self, root: Path, urls: dict[str, str],
+                 endpoints: list[str] | dict[str, list[str]]) -> None:
         self.root = root
-        self.policies = {n: write_policy(root, n, urls[n], endpoints) for n in NAMES}
+        per = endpoints if isinstance(endpoints, dict) else {n: endpoints for n in NAMES}
+        self.policies = {n: write_policy(root, n, urls[n], per[n]) for n in NAMES}
         self.procs = {n: subprocess.Popen([*ENGINE, "--policy", str(p), "run"],
                                           stdout=(root / f"{n}.log").open("wb"),
                                           stderr=subprocess.STDOUT)
@@ -145,7 +149,7 @@ class Observers:
 def observers_factory(tmp_path: Path) -> Iterator:
     started: list[Observers] = []
 
-    def start(urls: dict[str, str], endpoints: list[str]) -> Observers:
+    def start(urls: dict[str, str], endpoints: list[str] | dict[str, list[str]]) -> Observers:
         group = Observers(tmp_path, urls, endpoints)
         started.append(group)
         return group
@@ -194,6 +198,30 @@ def test_s2_observer_cut_from_production_only_does_not_engage(
     assert "quorum not reached (1/2)" in status, status
     assert "quorum not reached (1/2): not engaging" in group.log("obs1")
     assert etcd_cluster.client().get("/fe-test/leader") is None
+
+
+def test_s3_observer_cut_from_the_store_never_acts(etcd_cluster: EtcdCluster,
+                                                 production: Production,
+                                                 observers_factory) -> None:
+    # obs3 reaches neither the store (its endpoints are closed loopback ports) nor, since
+    # production is down, production: it must never act, and it has no verdict to count.
+    cut = [f"http://127.0.0.1:{free_port()}" for _ in range(3)]
+    group = observers_factory({n: production.url for n in NAMES},
+                              {"obs1": etcd_cluster.endpoints, "obs2": etcd_cluster.endpoints,
+                               "obs3": cut})
+    wait_until(lambda: all(group.cycles(n) >= 2 for n in NAMES), 60, "two cycles each")
+    production.down = True
+    wait_until(lambda: group.engages() >= 1, 60, "an engage by obs1 or obs2")
+    marks = {n: group.cycles(n) for n in NAMES}
+    wait_until(lambda: all(group.cycles(n) >= marks[n] + 2 * FAILURES for n in NAMES), 60,
+               "more cycles on every observer")
+    assert group.engages() == 1
+    assert group.engaged() in (["obs1"], ["obs2"])
+    assert group.state("obs3")["state"] == "suspect"
+    assert "quorum store unreachable" in group.status("obs3")
+    names = [kv.key.decode() for kv in etcd_cluster.client().range("/fe-test/observers/",
+                                                                    prefix=True)]
+    assert "/fe-test/observers/obs3" not in names
 
 
 def test_s6_majority_lost_nobody_engages_until_it_is_back(
