@@ -54,3 +54,32 @@ def test_aborted_fires_until_reset(alertmanager, tmp_path: Path):
                what="the aborted alert firing")
     channel.send(_event(Kind.RESET, "x2"), 5.0)
     wait_until(lambda: _firing(alertmanager) == {}, what="the aborted alert resolved")
+
+
+def test_the_engine_fires_engaged_while_engaged_and_resolves_it_on_restore(
+        alertmanager, tmp_path: Path):
+    from engine.failover import Engine
+    from engine.policy import MonitorSpec, Policy, ProbeSpec, Step
+    from engine.state import StateStore
+
+    policy = Policy(
+        path=tmp_path / "p.yaml", name="am", state_dir=tmp_path / "state",
+        monitor=MonitorSpec(target="production", guards=[], interval=1.0, failures_to_engage=3),
+        probes={"production": ProbeSpec("production", "tcp",
+                                        {"host": "prod.example.test", "port": 443})},
+        notify={"alertmanager": {"url": alertmanager.url}},
+        engage=[Step("lock", {"state": "present"}, where="engage[0]")],
+        restore=[Step("lock", {"state": "absent"}, where="restore[0]")])
+    engine = Engine(policy, StateStore(policy.state_dir))
+
+    def firing() -> dict[str, str]:
+        return {a["labels"]["alertname"]: a["annotations"]["summary"]
+                for a in alertmanager.active() if a["labels"].get("policy") == "am"}
+
+    engine.engage(manual=True)
+    engine.notifier.drain(10, wait=10)
+    wait_until(lambda: "FailoverEngaged" in firing(), what="FailoverEngaged firing")
+    assert firing()["FailoverEngaged"].endswith("ENGAGED: prod.example.test → standby")
+    engine.restore()
+    engine.notifier.drain(10, wait=10)
+    wait_until(lambda: firing() == {}, what="FailoverEngaged resolved after the restore")

@@ -106,6 +106,10 @@ def test_a_sink_down_for_three_cycles_gets_every_message_once_without_a_new_even
     assert engine.record.state == "engaged"
     stats = Outbox(engine.policy.state_dir).stats()
     assert stats.depth == 2 and stats.by_channel == {"email": 2}
+    monitor.cycle()  # a fourth cycle (relay still down) rewrites the metrics file
+    metrics = (engine.policy.state_dir / "metrics.prom").read_text()
+    assert 'failover_engine_outbox_depth{policy="mon"} 2' in metrics
+    assert 'failover_engine_outbox_undeliverable_critical{policy="mon"} 0' in metrics
     logged = len(engine.notifier.history())
     smtp_sink.start()
     # The monitor's own schedule delivers them, with no new event to push them out.
