@@ -40,7 +40,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 import dns.exception
 import dns.message
@@ -61,6 +61,7 @@ from actions.dnsread import (
     show,
     soa_serial,
 )
+from actions.tsigwire import receive_unverified, request_wire
 from engine.errors import FailoverError, StepError
 
 TYPES = ("CNAME", "A", "AAAA")
@@ -76,12 +77,6 @@ _TSIG_REASONS = (("BADSIG", "badsig"), ("BADKEY", "badkey"), ("BADTIME", "badtim
 
 class _Unsent(StepError):
     """The update never left this host (no connection): there is nothing to read back."""
-
-
-def _unverified(_message: Any, _name: Any) -> bool:
-    # Parse the response's TSIG record without checking it: BADKEY/BADSIG/BADTIME answers
-    # are unsigned or signed differently, and we need their error code and time to explain.
-    return False
 
 
 class NsUpdate:
@@ -239,11 +234,9 @@ class NsUpdate:
                 except OSError as exc:
                     raise _Unsent(self._connect_error(exc, timeout), retryable=True) from None
                 sock.setblocking(False)
-                dns.query.send_tcp(sock, update, expiration)
-                # dnspython takes a callable keyring too; its type hints know only the dict.
-                response, _ = dns.query.receive_tcp(sock, expiration,
-                                                    keyring=cast(Any, _unverified),
-                                                    request_mac=b"")
+                dns.query.send_tcp(sock, request_wire(update), expiration)
+                assert update.tsig is not None
+                response = receive_unverified(sock, expiration, update.tsig.name)
         except dns.exception.Timeout:
             raise StepError(f"timeout: {self.server} did not answer the update of {self.name} "
                             f"within {timeout:.0f}s", retryable=True) from None
