@@ -272,7 +272,8 @@ class Monitor:
             if warn_at is not None and record.failures >= warn_at and \
                     notifier.open_warning() is None:
                 notifier.outage_warning(record)
-        elif record.state in ARMED and verdict is Cycle.OK and before in ARMED:
+        elif record.state in ARMED and verdict is Cycle.OK and before in ARMED and \
+                record.successes >= self.policy.monitor.rise:  # back as `rise` defines it
             warning = notifier.open_warning()
             if warning is not None:
                 notifier.outage_cleared(record, warning)

@@ -66,6 +66,8 @@ class Notifier:
         self._thread: threading.Thread | None = None
         self._stop: threading.Event | None = None
         self._lock = threading.Lock()
+        self._history: list[dict[str, Any]] = []
+        self._history_stamp: tuple[int, int, int] | None = None
 
     # -- configuration ------------------------------------------------------------------
     def secret(self, name: str) -> Path:
@@ -98,7 +100,20 @@ class Notifier:
 
     # -- the event log --------------------------------------------------------------------
     def history(self) -> list[dict[str, Any]]:
-        """The logged events (the newest megabyte), oldest first."""
+        """The logged events (the newest megabyte), oldest first; read again only when the
+        file changed (the monitor asks every cycle)."""
+        try:
+            info = self.paths.events_log.stat()
+            stamp: tuple[int, int, int] | None = (info.st_ino, info.st_size, info.st_mtime_ns)
+        except OSError:
+            stamp = None
+        if stamp is not None and stamp == self._history_stamp:
+            return list(self._history)
+        found = self._read_history()
+        self._history_stamp, self._history = stamp, found
+        return list(found)
+
+    def _read_history(self) -> list[dict[str, Any]]:
         try:
             text = read_limited(self.paths.events_log, "event_log", from_end=True,
                                 nofollow=True)
