@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import pytest
 
+from engine.drillkit.pki import Pki
 from engine.drillkit.ports import free_port
 from engine.etcd import EtcdClient, EtcdError, EtcdUnavailable, Security, b64, prefix_end
-from tests.fixtures.etcd import EtcdCluster
+from tests.fixtures.etcd import EtcdCluster, member_certificate, start_cluster
 from tests.support import wait_until
 
 pytestmark = pytest.mark.integration
@@ -145,3 +146,34 @@ def test_user_and_password(etcd_cluster: EtcdCluster) -> None:
     with pytest.raises(EtcdError):
         anonymous.get("fe/k")
     assert "s3cret" not in repr(user.security)
+
+
+def test_mutual_tls(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> None:
+    def client(**kwargs: object) -> EtcdClient:
+        return EtcdClient(cluster_endpoints, timeout=2.0,
+                          security=Security(**kwargs))  # type: ignore[arg-type]
+
+    good = {"ca": pki.ca.cert, "cert": pki.client.cert, "key": pki.client.key}
+    cluster_endpoints: list[str] = []
+    root = tmp_path_factory.mktemp("etcd-tls")
+    member_cert, member_key = member_certificate(pki.ca.cert, pki.ca.key, root)
+    cluster = start_cluster(root / "cluster", 1, tls=(pki.ca.cert, member_cert, member_key),
+                            probe=lambda e: EtcdClient([e], timeout=1.0,
+                                                       security=Security(**good)))
+    try:
+        cluster_endpoints.extend(cluster.endpoints)
+        assert cluster_endpoints[0].startswith("https://")
+        ours = client(**good)
+        ours.put("fe/k", "v")
+        assert ours.get("fe/k").value == b"v"  # type: ignore[union-attr]
+        # No client certificate, one from another CA, or a server we cannot verify: no.
+        with pytest.raises(EtcdUnavailable):
+            client(ca=pki.ca.cert).get("fe/k")
+        with pytest.raises(EtcdUnavailable):
+            client(ca=pki.ca.cert, cert=pki.wrong_client.cert, key=pki.wrong_client.key
+                   ).get("fe/k")
+        with pytest.raises(EtcdUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+            client(ca=pki.wrong_ca.cert, cert=pki.client.cert, key=pki.client.key
+                   ).get("fe/k")
+    finally:
+        cluster.stop_all()
