@@ -41,6 +41,7 @@ log = logging.getLogger("failover_engine.notify")
 # Events after which a new episode (and a new timeline) begins.
 _CLOSING = frozenset({Kind.RESTORED, Kind.OUTAGE_CLEARED, Kind.RESET})
 CLI_BUDGET = 5.0
+ONE_SHOT_PASSES = 3
 TIMELINE_MAX = 12
 
 
@@ -341,7 +342,9 @@ class Notifier:
         self.kick()
 
     def _loop(self) -> None:
-        idle = 0
+        # Without a monitor (a CLI command, a job) the thread makes a few passes after its
+        # last kick and ends: the command's own drain and the monitor retry later.
+        passes = 0
         while True:
             self._wake.clear()
             try:
@@ -352,16 +355,16 @@ class Notifier:
                 log.warning("outbox delivery failed: %s: %s", type(exc).__name__, exc)
             waiting = (self.outbox.dir.is_dir() and any(self.outbox.dir.glob("*.json"))) or \
                 self._spooled()
-            if self._stop is None and not waiting:
-                idle += 1
-                if idle > 1:
-                    return  # nothing left and no monitor to serve: the thread ends
-            # The soonest retry is BACKOFF_START away; check every few seconds, never
-            # later than a minute.
+            passes += 1
+            if self._stop is None and (not waiting or passes >= ONE_SHOT_PASSES):
+                return
             stop = self._stop
             if stop is not None and stop.is_set():
                 return
-            self._wake.wait(5.0 if waiting else BACKOFF_MAX)
+            # The soonest retry is BACKOFF_START away; check every few seconds, never
+            # later than a minute.
+            if self._wake.wait(5.0 if waiting else BACKOFF_MAX):
+                passes = 0  # kicked by a new event
 
     def drain(self, budget: float = CLI_BUDGET, *, wait: float | None = None,
               only: str | None = None, quiet: bool = False) -> Delivery:
