@@ -214,6 +214,7 @@ class Engine:
         return self._run_restore()
 
     def _run_restore(self) -> RunReport:
+        self.runner.force = False  # --force is engage's only (an earlier forced engage's)
         report = self.runner.run("restore", self.policy.restore)
         return self._finish(report, Trigger.RESTORED)
 

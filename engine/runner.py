@@ -261,10 +261,14 @@ class Runner:
         run = self.record.run
         if run is None or run.get("phase") != phase:
             self.record.run = {"phase": phase, "started": isotime(), "steps": {}, "progress": {}}
+            if self.force:  # engage --now --force: a resumed run is forced too
+                self.record.run["force"] = True
             self._save()
         else:
             done = len(run["steps"])
-            log.info("%s: resuming the interrupted run at step %d", phase, done + 1)
+            self.force = self.force or run.get("force") is True
+            log.info("%s: resuming the interrupted run at step %d%s", phase, done + 1,
+                     " (forced: engage --now --force)" if self.force else "")
         return self.record.run
 
     def _context(self, phase: str, index: int, step: Step, progress: dict[str, Any],
