@@ -8,7 +8,7 @@ compare text and `install --dry-run` can diff it against what is on disk.
   the monitor (`run`) of /etc/failover-engine/<instance>.yaml. It restarts on failure but
   stops for good after `START_LIMIT_BURST` starts within `START_LIMIT_INTERVAL` (a crash
   loop must page someone, not spin), and is hardened (`HARDENING`, each directive with its
-  reason; `systemd-analyze security` exposure 2.4) with `ProtectSystem=strict`.
+  reason; `systemd-analyze security` exposure 2.5) with `ProtectSystem=strict`.
 - The drop-in `/etc/systemd/system/failover-engine@<policy>.service.d/install.conf` makes
   writable exactly the state directory, the metrics file's directory and what the policy's
   engage and restore steps write, and names the user, engine and policy path when they
@@ -181,8 +181,6 @@ HARDENING: tuple[tuple[str, str], ...] = (
     ("SystemCallArchitectures=native", "native system calls only"),
     ("SystemCallFilter=@system-service", "the system calls of an ordinary service "
      "(includes chown for disable_cron's owner-keeping park)"),
-    ("SystemCallFilter=~@resources", "the engine never changes scheduling or resource "
-     "limits"),
     ("SystemCallErrorNumber=EPERM", "a filtered call fails with EPERM instead of killing "
      "the monitor"),
     ("RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK", "sockets for probes, "
