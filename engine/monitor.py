@@ -249,6 +249,8 @@ class Monitor:
                 engine.lifecycle.fire(Trigger.PROBE_OK)
             if tally.prolonged:
                 self._engage_if_allowed(line)
+        elif state == State.ENGAGING and self.quorum is not None and self.quorum.spec.is_actor:
+            self._resume_with_quorum()
         elif state == State.ENGAGED:
             if tally.back and not record.production_back:
                 record.production_back = True
@@ -297,18 +299,37 @@ class Monitor:
                 return
             log.warning("%s", decision.reason)
         log.warning("the outage is prolonged (%s); engaging the failover", line)
+        self._fenced(lambda: engine.engage(manual=False))
+
+    def _fenced(self, run: Callable[[], object]) -> None:
+        """Run an engage; with a quorum, the runner stops before its next step once we may
+        no longer act (our own deadline passed, the leader lease is gone, or the engine is
+        stopping): `quorum.halt` is its stop event meanwhile."""
+        engine, quorum = self.engine, self.quorum
         saved_stop = engine.runner.stop
         if quorum is not None:
-            # The runner stops before its next step once we may no longer act: our own
-            # deadline passed or the leader lease is gone (or the engine is stopping).
             engine.runner.stop = quorum.halt
         try:
-            engine.engage(manual=False)
+            run()
         except FailoverError as exc:  # standby lock not had in time, a full disk: say so
             log.error("automatic engage did not run to its end: %s", exc)
             engine.record.last_outcome = f"engage failed: {exc}"
         finally:
             engine.runner.stop = saved_stop
+
+    def _resume_with_quorum(self) -> None:
+        """An engage stopped part-way (the leader key lost, or a restart): resume it at its
+        first unfinished step, but only while we hold the leader key again."""
+        quorum = self.quorum
+        if quorum is None or self.engine.stop.is_set():
+            return
+        token = quorum.holds()
+        if token is None:
+            log.warning("quorum: an engage was interrupted; it resumes once this engine holds "
+                        "the leader key again")
+            return
+        log.warning("quorum: leader key held (token %d); resuming the interrupted engage", token)
+        self._fenced(self.engine.resume_interrupted)
 
     def _publish_verdict(self, verdict: Cycle, tally: Tally) -> str | None:
         """With a quorum block: publish this cycle's verdict, keep or give back the leader
@@ -323,7 +344,7 @@ class Monitor:
             # We engaged (or restarted mid-engage): hold the key, so no other actor engages.
             quorum.take_leader()
         prolonged = tally.prolonged and state in ARMED
-        return quorum.publish(str(verdict), tally.failures, prolonged)
+        return quorum.publish(str(verdict), tally.failures, prolonged, state=str(state))
 
     def _remind(self) -> None:
         record = self.engine.record
@@ -414,7 +435,10 @@ class Monitor:
         stop = self.engine.stop
         # The outbox is retried on its own schedule, in the background (engine/notifier.py).
         self.engine.notifier.start(stop)
-        self.engine.resume_interrupted()
+        if self.quorum is None or not self.quorum.spec.is_actor or \
+                self.engine.record.state != State.ENGAGING:
+            self.engine.resume_interrupted()
+        # With a quorum an interrupted engage resumes in a cycle, once we hold the key.
         start = time.monotonic()
         slot = 0
         done = 0

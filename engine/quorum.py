@@ -4,9 +4,9 @@ Without a `quorum:` block nothing here runs and one observer decides alone. With
 
 - **Verdicts.** Every cycle each observer publishes its verdict under
   `<prefix>observers/<name>` — `{"verdict": ok|failed|inconclusive, "failures": n,
-  "prolonged": bool}` — attached to its own short lease (3 × the monitor interval, at least
-  3 s), refreshed every cycle: the verdict vanishes when that observer dies or is cut off
-  from the store.
+  "prolonged": bool, "state": its engine's state}` — attached to its own short lease (3 ×
+  the monitor interval, at least 3 s), refreshed every cycle: the verdict vanishes when
+  that observer dies or is cut off from the store.
 - **Freshness** comes from the etcd lease and the reader's own monotonic clock, never
   from comparing wall clocks across hosts: a verdict counts only while its key exists (read
   linearizably) and its mod revision changed within the verdict TTL by the reader's clock
@@ -23,7 +23,10 @@ Without a `quorum:` block nothing here runs and one observer decides alone. With
   the one to trust). Past the deadline, or when the lease is found gone, `halt` is set:
   the runner stops before its next step (the journal keeps where it stopped).
 - The holder keeps the key while the standby is busy (engaging, engaged, aborted), so no
-  other actor engages a second time; it lets it go when the engine is armed again.
+  other actor engages a second time; it lets it go when the engine is armed again. An
+  actor also refuses while a fresh verdict says another observer's engine is busy. An
+  engage stopped part-way resumes (in a cycle, also after a restart) only once this
+  engine holds the leader key again.
 - **Store unreachable or majority lost:** nobody engages automatically; the cycle line
   (hence `status` and the log) says "quorum store unreachable: …" with each endpoint's
   problem, and the failover is *disarmed* (engine/arming.py) with STORE_DISARMED as the
@@ -59,6 +62,8 @@ DEFAULT_LEASE_TTL = 30.0
 # The verdict lease: this many monitor intervals (a verdict missed twice is still there).
 VERDICT_INTERVALS = 3
 MIN_VERDICT_TTL = 3
+# Engine states in which a standby is (or may be) serving: another actor must not engage.
+BUSY_STATES = ("engaging", "engaged", "restoring", "aborted")
 
 
 @dataclass(frozen=True)
@@ -157,11 +162,13 @@ def quorum_reference_problems(raw: dict[str, Any], interval: Any = None
 
 @dataclass(frozen=True)
 class Count:
-    """What the observers say now: how many fresh ones call the outage prolonged."""
+    """What the observers say now: how many fresh ones call the outage prolonged, and
+    which fresh ones report a busy standby (engaging, engaged, restoring, aborted)."""
 
     down: int
     needed: int
     fresh: tuple[str, ...]
+    busy: tuple[tuple[str, str], ...] = ()
 
     @property
     def reached(self) -> bool:
@@ -225,10 +232,12 @@ class Quorum:
         return f"{self.spec.prefix}observers/{name}"
 
     # -- verdicts -----------------------------------------------------------------------
-    def publish(self, verdict: str, failures: int, prolonged: bool) -> str | None:
-        """Publish this cycle's verdict under our own lease; None, or the problem (one
-        line, e.g. "quorum store unreachable: …") for the cycle line."""
-        value = json.dumps({"verdict": verdict, "failures": failures, "prolonged": prolonged})
+    def publish(self, verdict: str, failures: int, prolonged: bool, *,
+                state: str | None = None) -> str | None:
+        """Publish this cycle's verdict (and our engine's state) under our own lease; None,
+        or the problem (one line, e.g. "quorum store unreachable: …") for the cycle line."""
+        value = json.dumps({"verdict": verdict, "failures": failures, "prolonged": prolonged,
+                            "state": state})
         try:
             if self._verdict_lease is not None:
                 try:
@@ -250,7 +259,7 @@ class Quorum:
         """The fresh observers' verdicts, read linearizably (EtcdError when it cannot)."""
         found = self.client.range(self.spec.prefix + "observers/", prefix=True)
         now = self.clock()
-        down, fresh = 0, []
+        down, fresh, busy = 0, [], []
         present = set()
         for kv in found:
             name = kv.key.decode(errors="replace").rsplit("/", 1)[-1]
@@ -267,11 +276,15 @@ class Quorum:
                 document = json.loads(kv.value)
             except ValueError:
                 continue
-            if isinstance(document, dict) and document.get("prolonged") is True:
+            if not isinstance(document, dict):
+                continue
+            if document.get("prolonged") is True:
                 down += 1
+            if document.get("state") in BUSY_STATES and name != self.spec.name:
+                busy.append((name, str(document["state"])))
         for gone in set(self._seen) - present:
             del self._seen[gone]
-        return Count(down, self.spec.down, tuple(sorted(fresh)))
+        return Count(down, self.spec.down, tuple(sorted(fresh)), tuple(sorted(busy)))
 
     # -- the leader key -----------------------------------------------------------------
     def may_engage(self) -> Decision:
@@ -289,6 +302,11 @@ class Quorum:
             return Decision(False, _store_problem(exc))
         if not count.reached:
             return Decision(False, count.line())
+        if count.busy:
+            # Another observer's engine already engages or serves from the standby: a
+            # second engage must not start (until the shared state lives in the store).
+            who = ", ".join(f"{n} is {s}" for n, s in count.busy)
+            return Decision(False, f"{count.line()}; {who}")
         held = self.holds()
         if held is not None:
             return Decision(True, f"{count.line()}; leader key held (token {held})", held)

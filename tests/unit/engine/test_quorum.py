@@ -125,3 +125,17 @@ def test_store_unreachable_is_said(etcd_cluster: EtcdCluster) -> None:
     assert problem is not None and problem.startswith("quorum store unreachable: ")
     decision = a.may_engage()
     assert not decision.allowed and decision.reason.startswith("quorum store unreachable")
+
+
+@pytest.mark.integration
+def test_a_busy_observer_stops_a_second_engage(etcd_cluster: EtcdCluster) -> None:
+    a = Quorum(spec(etcd_cluster, "a"), interval=1.0)
+    b = Quorum(spec(etcd_cluster, "b"), interval=1.0)
+    c = Quorum(spec(etcd_cluster, "c"), interval=1.0)
+    a.publish("failed", 3, True, state="suspect")
+    c.publish("failed", 3, True, state="suspect")
+    b.publish("failed", 3, False, state="engaged")  # b engaged already (its key expired)
+    decision = a.may_engage()
+    assert not decision.allowed
+    assert decision.reason == "quorum reached (2/2); b is engaged"
+    assert a.client.get("/t/leader") is None
