@@ -195,6 +195,23 @@ def test_s1_production_down_gives_exactly_one_engage(etcd_cluster: EtcdCluster,
         assert group.state(other)["state"] == "suspect"
 
 
+def test_s5_etcd_leader_killed_then_production_down(etcd_cluster: EtcdCluster,
+                                                   production: Production,
+                                                   observers_factory) -> None:
+    group = observers_factory({n: production.url for n in NAMES}, etcd_cluster.endpoints)
+    wait_until(lambda: all(group.cycles(n) >= 2 for n in NAMES), 60, "two cycles each")
+    leader = etcd_cluster.leader()
+    assert leader is not None
+    etcd_cluster.stop(leader)
+    production.down = True
+    wait_until(lambda: group.engages() >= 1, 60, "an engage without the etcd leader")
+    group_cycles = {n: group.cycles(n) for n in NAMES}
+    wait_until(lambda: all(group.cycles(n) >= group_cycles[n] + 2 * FAILURES for n in NAMES),
+               60, "more cycles on every observer")
+    assert group.engages() == 1
+    assert len(group.engaged()) == 1
+
+
 def test_s2_observer_cut_from_production_only_does_not_engage(
         etcd_cluster: EtcdCluster, production: Production, observers_factory) -> None:
     dead = f"http://127.0.0.1:{free_port()}/"
