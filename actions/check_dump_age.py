@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from actions.base import Context, Outcome, Plan, Readiness
+from engine.clock import SKEW_TOLERANCE
 from engine.durations import format_duration, parse_duration
 from engine.errors import StepError
 from engine.schedule import next_run
@@ -77,6 +78,15 @@ class CheckDumpAge:
                     f"{self.status_log} line {log.last_success.line_no}: `completed ok` has no "
                     "timestamp, so the data's age is unknown; run the import job again", log,
                     "no_time")
+        ahead = log.success_ahead(now)
+        if ahead > SKEW_TOLERANCE:
+            # A success stamped in the future says nothing about the data's age: the clock
+            # of the host that wrote it, or ours, is wrong. Never read that as fresh data.
+            return (f"last `completed ok` in {self.status_log} is stamped in the future",
+                    f"{self.status_log} line {log.last_success.line_no}: `completed ok` is "
+                    f"stamped {format_duration(ahead)} in the future (clock skew), so the "
+                    "data's age is unknown; fix the clock, then rerun the import job", log,
+                    "clock_skew")
         summary = f"last import completed ok {format_duration(age)} ago (max {limit})"
         if age > self.max_age:
             return summary, (f"{self.status_log}: last successful import was "

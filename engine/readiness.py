@@ -72,7 +72,7 @@ REASONS = frozenset({
     "key_file", "unreachable", "no_record", "badsig", "badkey", "badtime", "refused_grant",
     "refused", "frozen", "changed_meanwhile", "notauth", "notzone", "servfail", "zone_changed",
     # check_dump_age
-    "margin", "stale", "unreadable", "no_success", "no_time", "last_failed",
+    "margin", "stale", "unreadable", "no_success", "no_time", "last_failed", "clock_skew",
     # fetch
     "host_key_changed", "host_key_unknown", "key_refused", "no_dump",
     # this module

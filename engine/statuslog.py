@@ -83,6 +83,13 @@ class StatusLog:
             return None
         return max(0.0, (_aware(now) - when).total_seconds())
 
+    def success_ahead(self, now: datetime | None = None) -> float:
+        """Seconds the last dated success lies in the future (clock skew); 0 when it does not."""
+        when = self.last_success_time
+        if when is None:
+            return 0.0
+        return max(0.0, (when - _aware(now)).total_seconds())
+
 
 def parse_time(token: str) -> datetime | None:
     """An ISO 8601 timestamp as an aware datetime, or None when `token` is not one."""

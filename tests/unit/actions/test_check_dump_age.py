@@ -120,3 +120,18 @@ def test_schema_fragment_accepts_and_rejects() -> None:
     assert list(validator.iter_errors({"status_log": "/x", "max_age": "7 hours"}))
     assert list(validator.iter_errors({"status_log": "/x", "max_age": "7h", "maxage": 1}))
     assert list(validator.iter_errors({"max_age": "7h"}))
+
+
+def test_a_success_stamped_in_the_future_never_passes_the_gate(tmp_path: Path) -> None:
+    """Clock skew: a `completed ok` ahead of our clock says nothing about the data's age."""
+    log = _write(tmp_path, ["2023-01-01T13:00:00+0000 INFO: completed ok"])
+    plan = _step(log).plan(_ctx(tmp_path, []))
+    assert plan.problem is not None
+    assert "1h in the future (clock skew)" in plan.problem and "line 1" in plan.problem
+    with pytest.raises(StepError, match="clock skew"):
+        _step(log).apply(_ctx(tmp_path, []))
+
+
+def test_a_success_a_few_seconds_ahead_is_within_tolerance(tmp_path: Path) -> None:
+    log = _write(tmp_path, ["2023-01-01T12:00:03+0000 INFO: completed ok"])
+    assert _step(log).plan(_ctx(tmp_path, [])).problem is None
