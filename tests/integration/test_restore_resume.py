@@ -17,11 +17,10 @@ from typing import Any
 
 import pytest
 
-from actions.base import Context
 from actions.nsupdate import NsUpdate
 from engine.drillkit.named import DnsLab
 from tests.fixtures.bind import PROD, STANDBY
-from tests.support import REPO, wait_until
+from tests.support import REPO, step_context, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -85,8 +84,7 @@ def test_sigterm_during_restore_wait_dns_resumes_after_restart(tmp_path, dns_lab
     started = saved["run"]["progress"]["0"]["started"]
 
     # The alias now reads as the wait expects; the restarted monitor resumes the wait.
-    ctx = Context(policy_name="resume", state_dir=tmp_path, step_id="test",
-                  secret=lambda name: dns_lab.update_key_file, log=lambda line: None)
+    ctx = step_context(tmp_path, secret=dns_lab.update_key_file)
     NsUpdate({"server": dns_lab.primary.address, "zone": "example.test", "name": NAME,
               "expect": PROD, "set": STANDBY, "key": "tsig"}).apply(ctx)
     second_log = tmp_path / "run2.log"

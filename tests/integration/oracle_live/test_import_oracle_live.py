@@ -48,6 +48,7 @@ from actions.base import Context
 from actions.import_oracle import ImportOracle
 from actions.oracle_datapump import read_credentials
 from engine.errors import StepError
+from tests.support import step_context
 
 pytestmark = pytest.mark.oracle_live
 
@@ -126,9 +127,9 @@ END;""", {"job": f"{schema}_EXP", "dir": f"{schema}_EXP", "expr": f"IN ('{schema
 
 
 def _ctx(live: dict[str, Any], tmp_path: Path, dump: Path, logs: list[str]) -> Context:
-    return Context(policy_name="oracle-live", state_dir=tmp_path, step_id="job:live.1",
-                   secret=lambda name: live["creds"], log=logs.append,
-                   previous_output=dump, swap_guard=lambda name: contextlib.nullcontext())
+    return step_context(tmp_path, secret=live["creds"], policy_name="oracle-live",
+                        step_id="job:live.1", log=logs.append, previous_output=dump,
+                        swap_guard=lambda name: contextlib.nullcontext())
 
 
 def _step(live: dict[str, Any], **params: Any) -> ImportOracle:

@@ -12,14 +12,13 @@ from actions.base import Context
 from actions.check_dump_age import CheckDumpAge
 from actions.registry import step_class
 from engine.errors import StepError
-from tests.support import REPO
+from tests.support import REPO, step_context
 
 NOW = datetime(2023, 1, 1, 12, 0, tzinfo=UTC)
 
 
 def _ctx(tmp_path: Path, logs: list[str]) -> Context:
-    return Context(policy_name="test", state_dir=tmp_path, step_id="engage.1",
-                   secret=lambda name: tmp_path / name, log=logs.append, progress={})
+    return step_context(tmp_path, step_id="engage.1", log=logs.append)
 
 
 def _step(log: Path, max_age: str = "7h", **extra: object) -> CheckDumpAge:

@@ -42,6 +42,7 @@ from engine.errors import FailoverError
 from engine.policy import ProbeSpec, Step
 from engine.render import step_write_paths
 from engine.schemacheck import load_schemas
+from tests.support import step_context
 
 LOOPBACK = "127.0.0.1"
 
@@ -92,10 +93,10 @@ class World:
         policy = SimpleNamespace(path=self.root / "policy.yaml", name="contract",
                                  notify=self.notify, state_dir=self.state_dir,
                                  probes=self.probes)
-        return Context(policy_name="contract", state_dir=self.state_dir, step_id="engage[0]",
-                       secret=self.secret, log=self.logs.append, progress=self.progress,
-                       policy=policy, sleep=lambda _s: None, work_dir=self.work_dir,
-                       previous_output=previous_output, deadline=deadline)
+        return step_context(self.state_dir, secret=self.secret, policy_name="contract",
+                            step_id="engage[0]", log=self.logs.append, progress=self.progress,
+                            policy=policy, sleep=lambda _s: None, work_dir=self.work_dir,
+                            previous_output=previous_output, deadline=deadline)
 
 
 @dataclass

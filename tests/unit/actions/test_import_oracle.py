@@ -22,7 +22,7 @@ from actions.oracle_datapump import codes, is_transient
 from actions.registry import step_class
 from engine.errors import StepError
 from tests.fixtures.fake_oracle import FakeJob, FakeOracle, Status
-from tests.support import REPO
+from tests.support import REPO, step_context
 
 PASSWORD = "s3cret-Pa55"
 NOW = datetime(2026, 11, 26, 7, 17, 3, tzinfo=UTC)
@@ -67,9 +67,8 @@ def _ctx(site: dict[str, Path], logs: list[str], **extra: object) -> Context:
     base: dict[str, object] = {"sleep": lambda seconds: None, "previous_output": site["dump"],
                                "swap_guard": lambda name: contextlib.nullcontext()}
     base.update(extra)
-    return Context(policy_name="oracle", state_dir=site["work"].parent, step_id="job:import.2",
-                   secret=lambda name: site["creds"], log=logs.append, progress={},
-                   **base)  # type: ignore[arg-type]
+    return step_context(site["work"].parent, secret=site["creds"], policy_name="oracle",
+                        step_id="job:import.2", log=logs.append, **base)
 
 
 def _step(fake: FakeOracle, site: dict[str, Path], **params: object) -> ImportOracle:

@@ -10,6 +10,7 @@ from engine.statuslog import (
     write_outcome,
     write_swap_mark,
 )
+from tests.support import step_context
 
 T = datetime(2026, 11, 30, 6, 0, tzinfo=UTC)
 
@@ -57,7 +58,6 @@ def test_markers_are_ignored_by_the_outcome_scan():
 
 def test_the_engage_gate_passes_after_a_refusal_or_a_failed_archive(tmp_path):
     """Even with require_last_ok, a WARNING note is no failed run (issue 10, case 3)."""
-    from actions.base import Context
     from actions.check_dump_age import CheckDumpAge
 
     log = tmp_path / "import.log"
@@ -66,8 +66,7 @@ def test_the_engage_gate_passes_after_a_refusal_or_a_failed_archive(tmp_path):
     write_outcome(log, True)
     write_note(log, "WARNING", "the new data is live, but step 2 (archive) failed: disk full")
     gate = CheckDumpAge({"status_log": str(log), "max_age": "7h", "require_last_ok": True})
-    ctx = Context(policy_name="t", state_dir=tmp_path, step_id="engage[0]",
-                  secret=lambda name: tmp_path, log=lambda line: None)
+    ctx = step_context(tmp_path, secret=tmp_path)
     assert gate.plan(ctx).problem is None
     write_outcome(log, False, "the import itself failed")
     assert gate.plan(ctx).problem is not None  # a real failure still stops it
