@@ -70,7 +70,8 @@ class Engine:
         """The event a transition raises (None for the monitor's watching ⇄ suspect: the
         outage warning comes from the count, engine/monitor.py)."""
         record, n = self.record, self.notifier
-        target, key = n.target, f"{source}>{dest}@{record.since}"
+        # The transition's time names it: the same id when `announce_missed` builds it again.
+        target, key = n.target, f"{dest}@{record.since}"
         run = record.run or record.last_run or {}
         phase, started = str(run.get("phase") or ""), run.get("started")
         status, restore = "status", "restore"
@@ -138,6 +139,18 @@ class Engine:
                 summary="Maintenance mode ended; the failover is armed again.",
                 next_steps=["Nothing to do."], commands=[status])
         return None
+
+    def announce_missed(self) -> None:
+        """At monitor start: the event of the state the engine is in (engaged, aborted), if
+        a crash came between the state file and the outbox. Emitted once: it has the id it
+        would have had (its key is the transition's time), so one already sent is skipped."""
+        if self.record.state in (State.ENGAGED, State.ABORTED):
+            built = self._transition_event(State.ENGAGING, State(self.record.state))
+            if built is not None and not any(e.get("id") == built.id
+                                             for e in self.notifier.history()):
+                log.warning("the %s event was not sent before a restart; sending it now",
+                            self.record.state)
+                self.notifier.emit(built)
 
     # -- the operations ---------------------------------------------------------------
     def resume_interrupted(self) -> RunReport | None:

@@ -435,6 +435,7 @@ class Monitor:
         stop = self.engine.stop
         # The outbox is retried on its own schedule, in the background (engine/notifier.py).
         self.engine.notifier.start(stop)
+        self.engine.announce_missed()  # an engaged/aborted event a crash kept from the outbox
         if self.quorum is None or not self.quorum.spec.is_actor or \
                 self.engine.record.state != State.ENGAGING:
             self.engine.resume_interrupted()

@@ -199,3 +199,20 @@ def test_no_notify_block_means_no_outbox(tmp_path: Path, https_server, http_serv
     engine = Engine(policy, StateStore(policy.state_dir))
     engine.engage(manual=True)
     assert Outbox(policy.state_dir).stats().depth == 0
+
+
+def test_an_engaged_event_lost_to_a_crash_is_sent_at_the_next_start_once(
+        tmp_path, https_server, http_server, pki, smtp_sink):
+    policy = make_policy(tmp_path, https_server, http_server, pki, smtp_sink)
+    policy.notify.pop("remind_every")
+    # A crash right after the state file said engaged, before the outbox heard of it.
+    crashed = Engine(policy, StateStore(policy.state_dir), send_mail=False)
+    crashed.engage(manual=True)
+    assert crashed.notifier.history() == []
+    for _ in range(2):  # two restarts: the event goes out once
+        engine = Engine(policy, StateStore(policy.state_dir))
+        Monitor(engine).run_forever(max_cycles=1)
+        engine.stop.set()
+        _delivered(engine)
+    assert _titles(smtp_sink) == ["ENGAGED"]
+    assert "engage step 1 (lock)" in smtp_sink.messages[0].get_content()
