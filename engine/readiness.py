@@ -283,9 +283,14 @@ def certificate_checks(policy: Policy, days: float, now: datetime | None = None)
     for name, spec in policy.probes.items():
         probe = registry.probe_class(spec.kind)(spec.params)
         cannot = probe.cannot_run()
-        not_after = probe.certificate_not_after()
         if cannot:
             checks.append(Check(f"certificate.{name}", False, "cannot_run", cannot))
+            continue
+        try:
+            not_after = probe.certificate_not_after()
+        except (OSError, ValueError) as exc:
+            checks.append(Check(f"certificate.{name}", False, "cannot_run",
+                                f"client certificate of probe {name} unreadable: {exc}"))
             continue
         if not_after is None:
             continue
@@ -299,11 +304,22 @@ def certificate_checks(policy: Policy, days: float, now: datetime | None = None)
 
 
 def run_checks(policy: Policy, config: ReadinessConfig, state: str | None) -> list[Check]:
-    """Every readiness check of the policy, now (read-only)."""
+    """Every readiness check of the policy, now (read-only). A group of checks that breaks
+    (a bug) is one failing check naming it, never a run without a record."""
     checks, sizes = step_checks(policy, state)
-    checks += file_checks(policy, state)
-    checks += disk_checks(policy, sizes, config.disk_factor)
-    checks += certificate_checks(policy, config.certificate_days)
+    groups: list[tuple[str, Callable[[], list[Check]]]] = [
+        ("files", lambda: file_checks(policy, state)),
+        ("disk", lambda: disk_checks(policy, sizes, config.disk_factor)),
+        ("certificates", lambda: certificate_checks(policy, config.certificate_days)),
+    ]
+    for group, run in groups:
+        try:
+            checks += run()
+        except Exception as exc:  # noqa: BLE001 - the other checks still count
+            log.exception("readiness: the %s checks failed", group)
+            checks.append(Check(f"internal.{group}", False, "error",
+                                f"the {group} checks could not run: {type(exc).__name__}: "
+                                f"{exc}"))
     return checks
 
 
