@@ -104,3 +104,34 @@ def test_a_standby_that_answers_lets_engage_through(
     assert state_of(tmp_path)["state"] == "engaged"
     assert not (tmp_path / "cron.d" / "refresh").exists()
     assert [e["kind"] for e in _audit(tmp_path)] == ["disable_cron", "lock"]
+
+
+def test_force_reaches_a_running_monitor(tmp_path: Path, https_server: HttpsServer, pki: Pki,
+                                         smtp_sink: SmtpSink) -> None:
+    import signal
+    import subprocess
+
+    from tests.integration.test_cli_engine import ENGINE
+
+    https_server.set_route("/health", 200, "OK")
+    https_server.set_route("/standby", 503, "down for maintenance")
+    policy = _policy(tmp_path, https_server, pki, smtp_sink)
+    monitor = subprocess.Popen([*ENGINE, "--policy", str(policy), "run"], text=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: state_of(tmp_path).get("cycles", 0) >= 1, what="a cycle")
+        refused = cli(policy, "engage", "--now")
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert "asked it to engage" in refused.stdout
+        assert "probe standby failed: HTTP 503 (expected 200)" in refused.stdout
+        assert state_of(tmp_path)["state"] == "aborted"
+        assert cli(policy, "reset").returncode == 0
+        forced = cli(policy, "engage", "--now", "--force")
+        assert forced.returncode == 0, forced.stdout + forced.stderr
+        assert "state: engaged" in forced.stdout  # the monitor's reply
+        overridden = [e for e in _audit(tmp_path) if e["outcome"] == "changed"
+                      and e["kind"] == "probe"]
+        assert len(overridden) == 1 and overridden[0]["summary"].startswith("OVERRIDDEN")
+    finally:
+        monitor.send_signal(signal.SIGTERM)
+        monitor.wait(30)
