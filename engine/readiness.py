@@ -13,10 +13,11 @@ them. Every check is read-only: it changes no file, no zone and no database.
       disk_factor: 2          # free space for the next import: this many times the dump
 
 The checks, each named in status, metrics and Nagios:
-- `engage.N.<kind>` / `restore.N.<kind>`: each engage and restore step's `plan()` (it must
-  not name a problem), then its `readiness()` proof when the kind has one (nsupdate: the key
-  is accepted and granted for the name; check_dump_age: a margin of one import interval;
-  probe: the standby answers, through its plan);
+- `engage.N.<kind>` / `restore.N.<kind>`: each engage and restore step's `readiness()`
+  proof when the kind has one (nsupdate: the key is accepted and granted for the name;
+  check_dump_age: a margin of one import interval), then its `plan()`, which must not name
+  a problem (probe: the standby answers). The engage steps only while engage can run next
+  (watching, suspect, paused): once engaged the import is parked on purpose;
 - `job.<name>.N.<kind>`: the `readiness()` proof of job steps that have one (fetch: the
   SFTP source answers, its host key matches, our key is accepted, the dump is there);
 - `disk.<job>`: free space where the job fetches, at least `disk_factor` × the dump;
@@ -161,7 +162,13 @@ def step_checks(policy: Policy, state: str | None) -> tuple[list[Check], dict[st
     from actions import registry
 
     checks: list[Check] = []
-    for phase, steps in (("engage", policy.engage), ("restore", policy.restore)):
+    phases = [("restore", policy.restore)]
+    if state is None or state in (*ARMED, State.PAUSED):
+        # Engage can run next. Once engaged (or while a run is aborted) it cannot until a
+        # restore re-arms the failover, and its preconditions (a fresh import) cannot
+        # hold: the import is parked on purpose. Checking them would cry wolf.
+        phases.insert(0, ("engage", policy.engage))
+    for phase, steps in phases:
         for index, step in enumerate(steps):
             name = f"{phase}.{index + 1}.{step.kind}"
             try:

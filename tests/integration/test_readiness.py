@@ -298,3 +298,14 @@ def test_the_monitor_runs_the_checks_at_its_start(world: World) -> None:
     record = load_record(policy.state_dir)
     assert record is not None and record.failing == []
     assert not monitor.readiness.tick(), "the next run waits for the interval"
+
+
+def test_while_engaged_only_the_restore_steps_are_checked(world: World) -> None:
+    world.write_log(timedelta(hours=9))  # the import is parked while engaged: data ages
+    parked = world.root / "state" / "parked"
+    parked.mkdir(mode=0o700)
+    (world.root / "cron.d" / "import").rename(parked / "import")
+    checks = world.check(state="engaged")
+    assert not [n for n in checks if n.startswith("engage.")]
+    assert {"restore.1.nsupdate", "restore.2.wait_dns"} <= set(checks)
+    assert failing(checks) == {}
