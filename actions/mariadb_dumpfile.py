@@ -117,10 +117,12 @@ def _open_at_end(text: bytes) -> bool:
             if not (i + 2 < n and text[i + 2] in (0x21, 0x4D)):
                 in_comment = True
             i += 1
-        elif c == 0x2D and text[i:i + 3] in (b"-- ", b"--\n") or c == 0x23:
+        elif c == 0x2D and text[i:i + 3] in (b"-- ", b"--\n", b"--\t") or c == 0x23:
             nl = text.find(b"\n", i)
             if nl < 0:
-                return False
+                # The delimiter that follows sits inside this line comment (a routine's
+                # `SET y = 1; -- ;;`): the client reads on, so must we.
+                return True
             i = nl
         i += 1
     return quote is not None or in_comment

@@ -241,3 +241,15 @@ def test_unfinished_end(tmp_path: Path, tail: bytes, problem: str | None) -> Non
     else:
         assert found is not None and problem in found
 
+
+def test_delimiter_inside_a_line_comment_does_not_end_a_routine() -> None:
+    """`SET y = x * 2; -- ;;` in a routine body: the `;;` is inside the comment (found by
+    the differential test; the client reads on, and so must we)."""
+    dump = (b"DELIMITER ;;\n"
+            b"CREATE FUNCTION `f`(x INT) RETURNS INT DETERMINISTIC\n"
+            b"BEGIN\n  DECLARE y INT;\n  SET y = x * 2; -- ;;\n  # and ;;\n  RETURN y;\nEND ;;\n"
+            b"DELIMITER ;\nSELECT 1;\n")
+    statements = list(iter_statements(io.BytesIO(dump)))
+    assert [s.kind for s in statements] == ["routine", "other"]
+    assert statements[0].text.endswith(b"RETURN y;\nEND")
+
