@@ -18,6 +18,7 @@ from engine.drillkit.pki import Pki
 from engine.drillkit.smtp import SmtpSink
 from engine.errors import StepError
 from engine.mail import flush_spool, pending
+from tests.support import step_context
 
 
 def _config(sink: SmtpSink, **smtp: Any) -> dict[str, Any]:
@@ -29,12 +30,11 @@ def _config(sink: SmtpSink, **smtp: Any) -> dict[str, Any]:
 
 def _ctx(state_dir: Path, notify: dict | None, secrets: dict[str, Path] | None = None,
          log: list[str] | None = None) -> Context:
-    saved: list[dict] = []
-    ctx = Context(policy_name="drill", state_dir=state_dir, step_id="engage/1",
-                  secret=lambda name: (secrets or {})[name],
-                  log=(log if log is not None else []).append,
-                  policy=SimpleNamespace(notify=notify, name="drill"))
-    ctx.save_progress = lambda: saved.append(dict(ctx.progress))
+    ctx = step_context(state_dir, secret=lambda name: (secrets or {})[name],
+                       policy_name="drill", step_id="engage/1",
+                       policy=SimpleNamespace(notify=notify, name="drill"))
+    if log is not None:
+        ctx.log = log.append
     return ctx
 
 
