@@ -23,18 +23,14 @@ from actions.nsupdate import NsUpdate
 from engine.drillkit.named import DnsLab, Named, TsigSecret
 from engine.errors import StepError
 from tests.fixtures.bind import PROD, STANDBY
-from tests.support import LOOPBACK, wait_until
+from tests.support import LOOPBACK, step_context, wait_until
 
 NAME = "goc.example.test."
 
 
 def make_ctx(tmp_path: Path, keyfile: Path, **kw: Any) -> tuple[Context, list[str]]:
-    lines: list[str] = []
-    saved: list[dict] = []
-    ctx = Context(policy_name="test", state_dir=tmp_path, step_id="engage/1",
-                  secret=lambda name: keyfile, log=lines.append, **kw)
-    ctx.save_progress = lambda: saved.append(dict(ctx.progress))
-    return ctx, lines
+    ctx = step_context(tmp_path, secret=keyfile, step_id="engage/1", **kw)
+    return ctx, ctx.lines
 
 
 def step(lab: DnsLab, **params: Any) -> NsUpdate:

@@ -17,20 +17,14 @@ from actions.fetch import Fetch
 from actions.unzip import Unzip
 from engine.errors import StepError
 from tests.fixtures.sshd import SshServer
-from tests.support import free_port
+from tests.support import free_port, step_context
 
 pytestmark = pytest.mark.integration
 
 
 def _ctx(tmp_path: Path, log: list[str]) -> Context:
-    return Context(
-        policy_name="test",
-        state_dir=tmp_path / "state",
-        step_id="job:import/0",
-        secret=lambda name: tmp_path / name,
-        log=log.append,
-        progress={},
-    )
+    return step_context(tmp_path / "state", secret=lambda name: tmp_path / name,
+                        step_id="job:import/0", log=log.append)
 
 
 @pytest.fixture

@@ -8,14 +8,14 @@ from types import SimpleNamespace
 
 from actions.base import Context
 from actions.check_dump_age import CheckDumpAge
+from tests.support import step_context
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
 
 def _ctx(tmp_path: Path, jobs: dict | None = None) -> Context:
     policy = SimpleNamespace(path=tmp_path / "policy.yaml", jobs=jobs or {})
-    return Context(policy_name="t", state_dir=tmp_path, step_id="engage step 2",
-                   secret=lambda n: tmp_path / n, log=lambda m: None, policy=policy)
+    return step_context(tmp_path, step_id="engage step 2", policy=policy)
 
 
 def _log(tmp_path: Path, age: timedelta, *lines: str) -> Path:

@@ -16,6 +16,7 @@ from engine.drillkit.https import HttpsServer
 from engine.drillkit.pki import Pki
 from engine.errors import StepError
 from engine.policy import ProbeSpec
+from tests.support import step_context
 
 
 def _context(tmp_path: Path, probes: dict[str, ProbeSpec], *, force: bool = False,
@@ -27,8 +28,8 @@ def _context(tmp_path: Path, probes: dict[str, ProbeSpec], *, force: bool = Fals
     def no_secret(name: str) -> Path:
         raise AssertionError(f"no secret expected ({name})")
 
-    return Context(policy_name="t", state_dir=tmp_path / "state", step_id=step_id,
-                   secret=no_secret, log=logs.append, policy=policy, force=force)
+    return step_context(tmp_path / "state", secret=no_secret, step_id=step_id,
+                        log=logs.append, policy=policy, force=force)
 
 
 def _standby(server: HttpsServer, pki: Pki, path: str = "/check", **extra: Any) -> ProbeSpec:
