@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from engine.channels import DEFAULT_TIMEOUT, ChannelError, SecretLookup, routed
-from engine.channels.webhook import post_json
+from engine.channels import DEFAULT_TIMEOUT, SecretLookup, routed
+from engine.channels.webhook import post_json, tls_context
 from engine.durations import parse_duration
 from engine.events import Event, Kind, body, subject
 
@@ -85,16 +85,8 @@ class AlertmanagerChannel:
                         else DEFAULT_TIMEOUT)
 
     def _context(self) -> ssl.SSLContext | None:
-        if not self.url.lower().startswith("https:"):
-            return None
-        try:
-            context = ssl.create_default_context(cafile=self.ca_file)
-            if self.client_cert:
-                context.load_cert_chain(self.client_cert, self.client_key)
-        except (OSError, ssl.SSLError) as exc:
-            raise ChannelError(f"alertmanager {self.url}: TLS files: "
-                               f"{getattr(exc, 'strerror', None) or exc}") from None
-        return context
+        return tls_context(self.url, self.ca_file, self.client_cert, self.client_key,
+                           "alertmanager")
 
     def send(self, event: Event, timeout: float) -> str:
         """Post the event's alerts; an event that maps to no alert is delivered as nothing."""

@@ -37,6 +37,22 @@ def signature(key: bytes, body: bytes) -> str:
     return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
 
 
+def tls_context(url: str, ca_file: str | None, client_cert: str | None,
+                client_key: str | None, what: str) -> ssl.SSLContext | None:
+    """The TLS context for an https `url` (None for plain http): the policy's CA, and our
+    client certificate when one is configured; unreadable files are one ChannelError."""
+    if not url.lower().startswith("https:"):
+        return None
+    try:
+        context = ssl.create_default_context(cafile=ca_file)
+        if client_cert:
+            context.load_cert_chain(client_cert, client_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ChannelError(f"{what} {url}: TLS files: "
+                           f"{getattr(exc, 'strerror', None) or exc}") from None
+    return context
+
+
 def post_json(url: str, body: bytes, headers: Mapping[str, str], timeout: float,
               context: ssl.SSLContext | None, what: str) -> int:
     """POST `body`; the HTTP status, or ChannelError when there is no 2xx answer."""
@@ -71,16 +87,7 @@ class WebhookChannel:
                         else DEFAULT_TIMEOUT)
 
     def _context(self) -> ssl.SSLContext | None:
-        if not self.url.lower().startswith("https:"):
-            return None
-        try:
-            context = ssl.create_default_context(cafile=self.ca_file)
-            if self.client_cert:
-                context.load_cert_chain(self.client_cert, self.client_key)
-        except (OSError, ssl.SSLError) as exc:
-            raise ChannelError(f"webhook {self.url}: TLS files: "
-                               f"{getattr(exc, 'strerror', None) or exc}") from None
-        return context
+        return tls_context(self.url, self.ca_file, self.client_cert, self.client_key, "webhook")
 
     def send(self, event: Event, timeout: float) -> str:
         """POST the event; ChannelError unless the receiver answers 2xx."""
