@@ -55,6 +55,7 @@ from typing import Any
 from engine.durations import parse_duration
 from engine.errors import FailoverError
 from engine.etcd import DEFAULT_TIMEOUT, EtcdClient, EtcdError, EtcdUnavailable, Security
+from engine.states import STANDBY_BUSY, State
 
 log = logging.getLogger("failover_engine.quorum")
 
@@ -63,7 +64,7 @@ DEFAULT_LEASE_TTL = 30.0
 VERDICT_INTERVALS = 3
 MIN_VERDICT_TTL = 3
 # Engine states in which a standby is (or may be) serving: another actor must not engage.
-BUSY_STATES = ("engaging", "engaged", "restoring", "aborted")
+BUSY_STATES = tuple(str(state) for state in (*STANDBY_BUSY, State.ABORTED))
 
 
 @dataclass(frozen=True)
@@ -257,12 +258,13 @@ class Quorum:
 
     def count(self) -> Count:
         """The fresh observers' verdicts, read linearizably (EtcdError when it cannot)."""
-        found = self.client.range(self.spec.prefix + "observers/", prefix=True)
+        under = (self.spec.prefix + "observers/").encode()
+        found = self.client.range(under, prefix=True)
         now = self.clock()
         down, fresh, busy = 0, [], []
         present = set()
         for kv in found:
-            name = kv.key.decode(errors="replace").rsplit("/", 1)[-1]
+            name = kv.key[len(under):].decode(errors="replace")
             if name not in self.spec.observers:
                 continue  # an unknown name does not vote
             present.add(name)
@@ -317,9 +319,11 @@ class Quorum:
 
     def take_leader(self) -> int | str:
         """Try for the leader key: our fencing token, or why not (one line)."""
+        # The deadline counts from before the grant is sent: etcd's countdown cannot have
+        # started earlier than that.
+        sent = self.clock()
         try:
             lease = self.client.grant(max(1, math.ceil(self.spec.lease_ttl)))
-            sent = self.clock()
             owner = json.dumps({"name": self.spec.name, "host": socket.gethostname(),
                                 "pid": os.getpid()})
             result = self.client.create(self.leader_key, owner, lease=lease.id)
