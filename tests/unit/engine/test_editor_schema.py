@@ -44,9 +44,9 @@ def schema_of(policy: Path) -> Path:
 
 def run(schema: Path, *policies: Path) -> subprocess.CompletedProcess[str]:
     # --no-cache and a fresh HOME: nothing is fetched or remembered between runs.
-    # --regex-variant python: the schema's patterns end in \Z (Python's end of string;
-    # HACKING.md), which an ECMAScript regex engine reads as a literal Z.
-    return subprocess.run([checker(), "--no-cache", "--regex-variant", "python",
+    # The default (ECMAScript) regex variant, as an editor's yaml-language-server uses: the
+    # schema's patterns must mean the same there as in Python (HACKING.md).
+    return subprocess.run([checker(), "--no-cache",
                            "--schemafile", str(schema),
                            *map(str, policies)], capture_output=True, text=True,
                           env={**os.environ, "HOME": "/nonexistent"}, timeout=120)
@@ -76,3 +76,27 @@ def test_a_broken_policy_gets_each_planted_error(tmp_path):
     assert result.returncode == 1, out
     for planted in ("colour", "$.version", "thirty", "restore", "zone_typo"):
         assert planted in out, (planted, out)
+
+
+def _patterns(node: object) -> list[str]:
+    if isinstance(node, dict):
+        found = [node["pattern"]] if isinstance(node.get("pattern"), str) else []
+        return found + [p for value in node.values() for p in _patterns(value)]
+    if isinstance(node, list):
+        return [p for value in node for p in _patterns(value)]
+    return []
+
+
+def test_every_pattern_ends_the_same_way_in_python_and_in_an_editor():
+    """`$(?!\\n)` ends a pattern at the end of the string in Python and in ECMAScript alike; a
+    bare `$` lets a trailing newline through in Python, `\\Z` is a literal Z in ECMAScript."""
+    import json
+
+    patterns = [p for path in sorted((REPO / "schemas").rglob("*.json"))
+                for p in _patterns(json.loads(path.read_text()))]
+    assert len(patterns) > 20
+    anchored = [p for p in patterns if p.endswith(("$", "\\Z", "$(?!\\n)"))]
+    assert len(anchored) > 20
+    assert [p for p in anchored if not p.endswith("$(?!\\n)")] == []
+    for pattern in anchored:
+        assert re.search(pattern, "x\n") is None, pattern  # a trailing newline never passes
