@@ -62,6 +62,7 @@ class Bench:
     quick: bool
     work: Path
     notes: list[str] = field(default_factory=list)
+    large: bool = False  # `--large`: the import benchmark's 541 MB dump
 
     @property
     def runs(self) -> int:

@@ -123,14 +123,20 @@ class Server:
                  f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4")
 
 
-def make_dump(server: Server, size_mb: float, path: Path) -> tuple[Path, int]:
-    """Generate a GOCDB-like database of about `size_mb` MB and dump it; (path, rows)."""
-    from tests.fixtures.gocdb_dump import create_gocdb
+def make_dump(server: Server, size_mb: float, path: Path, *, narrow: bool = False
+              ) -> tuple[Path, int]:
+    """Generate a GOCDB-like database of about `size_mb` MB and dump it; (path, rows).
+
+    `narrow`: GOCDB's own shape (create_gocdb_narrow: ~10,000 narrow rows per MB,
+    secondary indexes); otherwise the test fixture's wide, awkward rows (~1,600 per MB).
+    """
+    from tests.fixtures.gocdb_dump import create_gocdb, create_gocdb_narrow
 
     source = f"gocdb_src_{int(size_mb)}"
     conn = server.connect()
     try:
-        counts = create_gocdb(conn, source, size_mb=size_mb)
+        counts = (create_gocdb_narrow(conn, source, size_mb) if narrow
+                  else create_gocdb(conn, source, size_mb=size_mb))
     finally:
         conn.close()
     with open(path, "wb") as out:
@@ -174,24 +180,83 @@ class Client:
     def __init__(self, server: Server, dump: Path, database: str, *, source: bool = False
                  ) -> None:
         self.server, self.dump, self.database, self.source = server, dump, database, source
+        self.peak_rss = 0  # bytes, the largest of its runs
 
     def __call__(self) -> float:
         self.server.fresh(self.database)
         argv = [which("mariadb"), f"--defaults-extra-file={self.server.option_file}",
                 self.database]
-        start = time.perf_counter()
         if self.source:
-            done = subprocess.run([*argv, "-e", f"SOURCE {self.dump}"], stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
-        else:
-            with open(self.dump, "rb") as dump:
-                done = subprocess.run(argv, stdin=dump, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.PIPE, check=False)
-        elapsed = time.perf_counter() - start
-        if done.returncode != 0 or done.stderr.strip():
+            argv += ["-e", f"SOURCE {self.dump}"]
+        with open(os.devnull if self.source else self.dump, "rb") as stdin:
+            start = time.perf_counter()
+            returncode, rss, stderr = run_measured(argv, stdin)
+            elapsed = time.perf_counter() - start
+        self.peak_rss = max(self.peak_rss, rss)
+        if returncode != 0 or stderr.strip():
             raise BenchError(f"mariadb {'SOURCE' if self.source else '<'} {self.dump.name}: exit "
-                             f"{done.returncode}: {done.stderr.decode(errors='replace')[-300:]}")
+                             f"{returncode}: {stderr.decode(errors='replace')[-300:]}")
         return elapsed
+
+
+def run_measured(argv: list[str], stdin: Any, **popen: Any) -> tuple[int, int, bytes]:
+    """Run a process to its end: (exit status, peak RSS in bytes, stderr).
+
+    The peak is the child's own `VmHWM`, read from /proc every 10 ms until it exits (the
+    high-water mark only grows, so the last reading is the peak to within the final 10 ms).
+    Not `wait4`'s ru_maxrss: that counts the forking parent's pages from before exec —
+    both loaders read as the benchmark process's ~80 MiB.
+    """
+    import tempfile
+
+    with tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.DEVNULL, stderr=err,
+                                   **popen)
+        peak = 0
+        status = Path(f"/proc/{process.pid}/status")
+        while process.poll() is None:
+            peak = max(peak, _hwm(status))
+            time.sleep(0.01)
+        err.seek(0)
+        return process.returncode, peak, err.read()
+
+
+def _hwm(status: Path) -> int:
+    try:
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+OURS_CHILD = """
+import sys
+from pathlib import Path
+from actions.base import Context
+from actions.import_mariadb import ImportMariadb
+dump, options, database, work = sys.argv[1:5]
+ctx = Context(policy_name="bench", state_dir=Path(work), step_id="jobs.import.steps[0]",
+              secret=lambda name: Path(options), log=lambda line: None, work_dir=Path(work))
+ImportMariadb({"options": "mariadb", "database": database, "file": dump}).apply(ctx)
+"""
+
+
+def ours_peak_rss(server: Server, dump: Path, work: Path, database: str) -> int:
+    """Peak RSS (bytes) of import_mariadb in its own process, as a job runs it (untimed)."""
+    import sys
+
+    from bench.common import REPO, child_env
+
+    work.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-c", OURS_CHILD, str(dump), str(server.option_file), database,
+            str(work)]
+    code, peak, stderr = run_measured(argv, subprocess.DEVNULL, cwd=REPO,
+                                      env=child_env({"PYTHONPATH": str(REPO)}))
+    if code != 0:
+        raise BenchError(f"import_mariadb child failed: {stderr.decode(errors='replace')[-300:]}")
+    return peak
 
 
 @contextlib.contextmanager

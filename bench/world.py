@@ -30,8 +30,9 @@ class LoopbackWorld:
     """The servers and files one benchmark needs; `stop()` stops everything it started."""
 
     def __init__(self, directory: Path, *, dns: bool = True, smtp: bool = True,
-                 https_in_child: bool = False) -> None:
+                 https_in_child: bool = False, secondary: bool = False) -> None:
         self.directory = directory
+        self.secondary = secondary  # a BIND secondary fed by NOTIFY/IXFR from the primary
         self.with_dns = dns
         self.with_smtp = smtp
         # A monitor measured in this process must not share its GIL with the servers.
@@ -68,7 +69,7 @@ class LoopbackWorld:
             if self.with_dns:
                 from engine.drillkit.named import DnsLab
 
-                self.lab = DnsLab(self.directory / "dns", zone=ZONE, secondary=False,
+                self.lab = DnsLab(self.directory / "dns", zone=ZONE, secondary=self.secondary,
                                   records={"www": ("CNAME", PRODUCTION)}).start()
                 self.tsig.parent.mkdir(mode=0o700, exist_ok=True)
                 shutil.copy(self.lab.update_key_file, self.tsig)
@@ -176,12 +177,13 @@ class LoopbackWorld:
         if reply.rcode() != 0:
             raise RuntimeError(f"resetting {NAME} to {value} failed: rcode {reply.rcode()}")
 
-    def record(self) -> str:
+    def record(self, port: int | None = None) -> str:
+        """The alias's target as one server answers it (default: the primary)."""
         import dns.message
         import dns.query
 
         reply = dns.query.udp(dns.message.make_query(NAME, "CNAME"), "127.0.0.1",
-                              port=self.dns_port, timeout=2)
+                              port=port or self.dns_port, timeout=2)
         for rrset in reply.answer:
             for rdata in rrset:
                 return rdata.to_text()
@@ -196,6 +198,24 @@ class LoopbackWorld:
         self.write_inputs()
         if self.lab is not None and self.record() != PRODUCTION:
             self.set_record(PRODUCTION)
+        if self.lab is not None:
+            self.wait_everywhere(PRODUCTION)
+
+    def server_ports(self) -> list[int]:
+        """The DNS servers' ports: the primary, and the secondary when there is one."""
+        return [int(server.rsplit(":", 1)[1]) for server in self.lab.servers]
+
+    def wait_everywhere(self, value: str, timeout: float = 20.0) -> float:
+        """Poll every server until each answers `value`; the perf_counter moment it did."""
+        deadline = time.monotonic() + timeout
+        pending = self.server_ports()
+        while True:
+            pending = [port for port in pending if self.record(port) != value]
+            if not pending:
+                return time.perf_counter()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{NAME} not {value} on port(s) {pending} after {timeout} s")
+            time.sleep(0.001)
 
 
 class _Remote:
