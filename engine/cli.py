@@ -196,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="engage even when a probe step (the standby's probe) fails; the "
                    "override is written to the audit log and the ENGAGED message")
+    p.add_argument("--without-quorum", action="store_true",
+                   help="with a quorum: block, engage without the quorum's leader key (the "
+                   "day etcd itself is gone); written to the log and the audit log")
     sub.add_parser("restore", help="run the restore steps (DNS back, wait, re-arm)",
                    description="Fail back: run the policy's restore steps (DNS back to "
                    "production, wait for it to settle, re-arm). Allowed from engaged, aborted "

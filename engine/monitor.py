@@ -400,7 +400,12 @@ class Monitor:
         log.info("request from the command line: %s (by %s)", name, request.requested_by)
         try:
             if name == "engage":
-                engine.engage(manual=True, force=request.force)
+                from engine.quorum import engage_by_operator
+
+                engage_by_operator(self.quorum, engine,
+                                   lambda: engine.engage(manual=True, force=request.force),
+                                   without_quorum=request.without_quorum,
+                                   who=request.requested_by)
             elif name == "restore":
                 engine.restore()
             else:

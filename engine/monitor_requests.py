@@ -5,7 +5,8 @@ cannot act themselves: they leave a request for the monitor and wait for its rep
 are JSON records written atomically under `requests/` in the state directory
 (engine/paths.py), one pair of files per request:
 
-    <id>.request.json   {"request_id", "kind", "requested_by", "requested_at", "force"}
+    <id>.request.json   {"request_id", "kind", "requested_by", "requested_at", "force",
+                         "without_quorum"}
     <id>.reply.json     {"request_id", "kind", "accepted", "reason", "state", "replied_at"}
 
 The monitor removes the request file when it picks the request up (so the command knows
@@ -50,6 +51,7 @@ class Request:
     requested_by: str
     requested_at: str
     force: bool = False  # engage --now --force: a failing probe step is overridden
+    without_quorum: bool = False  # engage --now --without-quorum (engine/quorum.py)
 
 
 @dataclass(frozen=True)
@@ -86,12 +88,13 @@ def new_request_id(kind: str) -> str:
 
 
 def submit(paths: StatePaths, kind: str, requested_by: str | None = None, *,
-           force: bool = False) -> Request:
+           force: bool = False, without_quorum: bool = False) -> Request:
     """Leave a request for the monitor; returns it (its id names the reply to wait for)."""
     if kind not in KINDS:
         raise ValueError(f"unknown request kind {kind!r} (known: {', '.join(KINDS)})")
     request = Request(new_request_id(kind), kind, requested_by or _caller(), isotime(),
-                      force=force and kind == "engage")
+                      force=force and kind == "engage",
+                      without_quorum=without_quorum and kind == "engage")
     ensure_private_dir(paths.requests_dir)
     atomic_write(paths.request_file(request.request_id),
                  json.dumps(asdict(request), sort_keys=True) + "\n")
@@ -139,7 +142,8 @@ def _parse_request(request_id: str, text: str) -> Request:
     if data.get("request_id") != request_id:
         raise BadRequest(request_id, "its request_id does not match its file name")
     return Request(request_id, kind, str(data.get("requested_by") or "unknown"),
-                   str(data.get("requested_at") or ""), force=data.get("force") is True)
+                   str(data.get("requested_at") or ""), force=data.get("force") is True,
+                   without_quorum=data.get("without_quorum") is True)
 
 
 def take_pending(paths: StatePaths) -> list[Request | BadRequest]:

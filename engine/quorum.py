@@ -32,10 +32,13 @@ Without a `quorum:` block nothing here runs and one observer decides alone. With
   problem, and the failover is *disarmed* (engine/arming.py) with STORE_DISARMED as the
   reason: `check engine` WARNING, the disarmed metric, the disarmed event (once).
 
+- **An operator's `engage --now`** (`engage_by_operator`) takes the leader key too and
+  runs fenced by it; `--without-quorum` acts without it and says so in the log and the
+  audit log (`"kind": "quorum", "outcome": "without-quorum"`).
+
 Not yet (issue 14): the shared state, journal, hold-down, pause and requests in the store
-under the token; `engage`, `restore` and `reset` requiring the lease; `x-runs-on`;
-`engage --now --without-quorum`; quorum metrics of their own; a policy reload does not
-change the quorum settings (restart the monitor).
+under the token; `restore` and `reset` requiring the lease; `x-runs-on`; quorum metrics of
+their own; a policy reload does not change the quorum settings (restart the monitor).
 """
 from __future__ import annotations
 
@@ -50,7 +53,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from engine.durations import parse_duration
 from engine.errors import FailoverError
@@ -58,6 +61,7 @@ from engine.etcd import DEFAULT_TIMEOUT, EtcdClient, EtcdError, EtcdUnavailable,
 from engine.states import STANDBY_BUSY, State
 
 log = logging.getLogger("failover_engine.quorum")
+T = TypeVar("T")
 
 DEFAULT_LEASE_TTL = 30.0
 # The verdict lease: this many monitor intervals (a verdict missed twice is still there).
@@ -469,3 +473,45 @@ def _holder(value: bytes) -> str:
     if isinstance(document, dict) and isinstance(document.get("name"), str):
         return f"{document['name']} (pid {document.get('pid')} on {document.get('host')})"
     return "another engine"
+
+
+def engage_by_operator(quorum: Quorum | None, engine: Any, run: Callable[[], T], *,
+                       without_quorum: bool, who: str) -> T:
+    """An operator's `engage --now` with a quorum block: it takes (or keeps) the leader key
+    and runs fenced by it (`halt` as the runner's stop); with `--without-quorum` it runs
+    without the key — the day etcd itself is gone — and says so in the log and the audit
+    log. Without a quorum block: just `run()`. A key held elsewhere or a store that cannot
+    be reached is a FailoverError naming the way out."""
+    if quorum is None:
+        return run()
+    if without_quorum:
+        log.warning("quorum: engage --now --without-quorum by %s: acting without the "
+                    "quorum's leader key", who)
+        _audit_without_quorum(engine.policy, who)
+        return run()
+    if quorum.holds() is None:
+        taken = quorum.take_leader()
+        if isinstance(taken, str):
+            raise FailoverError(f"engage needs the quorum's leader key: {taken}; nothing was "
+                                "done (`engage --now --without-quorum` acts without it, for "
+                                "the day etcd itself is gone)")
+    saved = engine.runner.stop
+    engine.runner.stop = quorum.halt
+    try:
+        return run()
+    finally:
+        engine.runner.stop = saved
+
+
+def _audit_without_quorum(policy: Any, who: str) -> None:
+    """One audit-log line: this engage did not ask the quorum (engine/runner.py's fields)."""
+    from engine.fsutil import append_line
+    from engine.paths import StatePaths
+    from engine.state import isotime
+
+    entry = {"time": isotime(), "policy": policy.name, "phase": "engage",
+             "step": "engage (quorum)", "kind": "quorum", "outcome": "without-quorum",
+             "summary": f"engage --now --without-quorum by {who}: the quorum's leader key "
+                        "was not taken", "before": None, "after": None}
+    append_line(StatePaths(policy.state_dir).audit_log, json.dumps(entry, sort_keys=True),
+                mode=0o600)

@@ -39,7 +39,7 @@ def print_report(report: RunReport) -> None:
 
 
 def _act(args: argparse.Namespace, request: str, act: Callable[[Engine], int], *,
-         force: bool = False) -> int:
+         force: bool = False, without_quorum: bool = False) -> int:
     policy = load(args)
     preflight(policy)
     store = StateStore(policy.state_dir)
@@ -50,7 +50,7 @@ def _act(args: argparse.Namespace, request: str, act: Callable[[Engine], int], *
         holder = store.lock_holder()
         if holder is None or not holder.is_monitor:
             raise
-    return _ask_monitor(store, request, holder, force=force)
+    return _ask_monitor(store, request, holder, force=force, without_quorum=without_quorum)
 
 
 def _monitor_gone(store: StateStore, holder: LockHolder) -> bool:
@@ -73,9 +73,9 @@ def _died(store: StateStore, kind: str, holder: LockHolder) -> FailoverError:
 
 
 def _ask_monitor(store: StateStore, kind: str, holder: LockHolder, *,
-                 force: bool = False) -> int:
+                 force: bool = False, without_quorum: bool = False) -> int:
     paths = StatePaths(store.state_dir)
-    request = submit(paths, kind, force=force)
+    request = submit(paths, kind, force=force, without_quorum=without_quorum)
     print(f"the monitor ({holder}) is running; asked it to {kind}; waiting up to "
           f"{format_duration(PICKUP_TIMEOUT)} for it to pick the request up", flush=True)
     deadline = time.monotonic() + PICKUP_TIMEOUT
@@ -136,8 +136,20 @@ def engage_main(args: argparse.Namespace) -> int:
     """Engage the failover immediately (planned outage); `--force` overrides a failing
     probe step (recorded as overridden in the audit log and the ENGAGED message)."""
     force = bool(getattr(args, "force", False))
-    return _act(args, "engage", lambda e: _finish(e, e.engage(manual=True, force=force)),
-                force=force)
+    without_quorum = bool(getattr(args, "without_quorum", False))
+
+    def act(engine: Engine) -> int:
+        # With a quorum: block, the leader key first (engine/quorum.py).
+        from engine.quorum import build_quorum, engage_by_operator
+
+        quorum = build_quorum(engine.policy, engine.stop)
+        if quorum is not None and without_quorum:
+            print("engaging without the quorum's leader key (--without-quorum); recorded in "
+                  "the audit log")
+        return _finish(engine, engage_by_operator(
+            quorum, engine, lambda: engine.engage(manual=True, force=force),
+            without_quorum=without_quorum, who="the command line"))
+    return _act(args, "engage", act, force=force, without_quorum=without_quorum)
 
 
 def restore_main(args: argparse.Namespace) -> int:

@@ -322,3 +322,43 @@ restore:
     assert [a["step"] for a in audit] == ["engage step 1", "engage step 2", "engage step 3"]
     assert not (tmp_path / "state-obs2" / "audit.jsonl").exists()
     assert not (tmp_path / "state-obs3" / "audit.jsonl").exists()
+
+
+def test_engage_now_needs_the_leader_key_unless_without_quorum(
+        etcd_cluster: EtcdCluster, production: Production, observers_factory,
+        tmp_path: Path) -> None:
+    group = observers_factory({n: production.url for n in NAMES}, etcd_cluster.endpoints)
+    wait_until(lambda: all(group.cycles(n) >= 2 for n in NAMES), 60, "two cycles each")
+
+    def engage(name: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*ENGINE, "--policy", str(group.policies[name]), "engage",
+                               "--now", *extra], capture_output=True, text=True, timeout=120)
+
+    # Through obs1's monitor: it takes the key and engages.
+    first = engage("obs1")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert group.state("obs1")["state"] == "engaged"
+    # obs2's monitor is refused while obs1 holds the key; nothing done there.
+    second = engage("obs2")
+    assert second.returncode == 1
+    assert "engage needs the quorum's leader key: leader key held by obs1" in second.stderr
+    assert group.state("obs2")["state"] == "watching"
+    # obs3 without its monitor, and the store without a majority: refused, then
+    # --without-quorum acts anyway and the audit log says so.
+    group.procs["obs3"].terminate()
+    group.procs["obs3"].wait(30)
+    etcd_cluster.stop(0)
+    etcd_cluster.stop(1)
+    third = engage("obs3")
+    assert third.returncode == 1
+    assert "engage needs the quorum's leader key: quorum store unreachable" in third.stderr
+    assert group.state("obs3")["state"] == "watching"
+    assert not (tmp_path / "state-obs3" / "audit.jsonl").exists()
+    forced = engage("obs3", "--without-quorum")
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert "without the quorum's leader key" in forced.stdout
+    assert group.state("obs3")["state"] == "engaged"
+    audit = [json.loads(line) for line in
+             (tmp_path / "state-obs3" / "audit.jsonl").read_text().splitlines()]
+    assert audit[0]["kind"] == "quorum" and audit[0]["outcome"] == "without-quorum"
+    assert [a["step"] for a in audit[1:]] == ["engage step 1"]

@@ -33,7 +33,7 @@ def test_a_request_is_a_private_json_record_taken_once(tmp_path: Path) -> None:
     data = json.loads(paths.request_file(request.request_id).read_text())
     assert data == {"request_id": request.request_id, "kind": "restore",
                     "requested_by": "alice (pid 1)", "requested_at": request.requested_at,
-                    "force": False}
+                    "force": False, "without_quorum": False}
     assert stat.S_IMODE(paths.request_file(request.request_id).stat().st_mode) == 0o600
     assert has_pending(paths) and not picked_up(paths, request.request_id)
     assert take_pending(paths) == [request]
