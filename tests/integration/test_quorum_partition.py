@@ -43,6 +43,7 @@ class Net:
         self.prefix = f"fe{os.getpid() % 100000}"
         self.created: list[str] = []
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.etcd_procs: list[subprocess.Popen[bytes]] = []
 
     def ns(self, name: str) -> str:
         return f"{self.prefix}-{name}"
@@ -88,7 +89,12 @@ table inet fe_partition {{
     def teardown(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:
-                proc.terminate()
+                # etcd members are killed (an abrupt loss, and no leadership hand-over
+                # wait); engines and production get SIGTERM.
+                if proc in self.etcd_procs:
+                    proc.kill()
+                else:
+                    proc.terminate()
         for proc in self.procs:
             try:
                 proc.wait(20)
@@ -123,7 +129,7 @@ def start_etcd(net: Net) -> None:
     cluster = ",".join(f"m{i}=http://{ADDRESS[n]}:2380" for i, n in enumerate(NODES))
     for i, node in enumerate(NODES):
         address = ADDRESS[node]
-        net.start(node, [net.etcd, "--name", f"m{i}",  # type: ignore[attr-defined]
+        proc = net.start(node, [net.etcd, "--name", f"m{i}",  # type: ignore[attr-defined]
                          "--data-dir", str(net.root / f"etcd-m{i}"),
                          "--listen-client-urls", f"http://{address}:2379",
                          "--advertise-client-urls", f"http://{address}:2379",
@@ -133,6 +139,7 @@ def start_etcd(net: Net) -> None:
                          "--initial-cluster-token", net.prefix, "--pre-vote",
                          "--heartbeat-interval", "50", "--election-timeout", "500"],
                   f"etcd-m{i}.log")
+        net.etcd_procs.append(proc)
 
 
 def etcd_keys(net: Net, node: str, prefix: str) -> list[str] | None:
