@@ -166,7 +166,15 @@ def iter_statements(
         # Offsets instead of rstrip()/strip() copies: every copy of a megabyte statement
         # adds to the loader's peak memory.
         if not line.endswith(delimiter, 0, _rstrip_end(line, len(line))):
-            continue
+            if len(buf) == len(line) and _rows_follow(line, delimiter):
+                read, found = _rest_of_insert(handle, buf, None if end is None
+                                              else end - position)
+                position += read
+                if found:
+                    handle.seek(position)
+                    line = b";\n"
+            if not line.endswith(delimiter, 0, _rstrip_end(line, len(line))):
+                continue
         stop = _rstrip_end(buf, len(buf)) - len(delimiter)
         begin = _lstrip_start(buf, stop)
         if not buf.startswith(b"INSERT", begin) and _open_at_end(bytes(buf[begin:stop])):
@@ -186,6 +194,37 @@ def iter_statements(
 
 
 _SPACE = frozenset(b" \t\r\n\x0b\x0c")
+_CHUNK = 1 << 16
+
+
+def _rows_follow(line: bytes, delimiter: bytes) -> bool:
+    """The first line of a multi-line extended INSERT (`INSERT … VALUES` or `… VALUES (…),`,
+    then a row per line, as mariadb-dump writes them)."""
+    return (delimiter == b";" and line.startswith(b"INSERT")
+            and (line.endswith(b",\n") or line.endswith(b" VALUES\n")))
+
+
+def _rest_of_insert(handle: BinaryIO, buf: bytearray, limit: int | None) -> tuple[int, bool]:
+    """Append the rest of an extended INSERT to `buf`, read in large chunks: its values
+    escape newlines, so it ends at the first `;` + newline. (bytes read, end found); the
+    handle is left past what was read, the caller seeks back to the statement's end."""
+    read = 0
+    while limit is None or read < limit:
+        size = _CHUNK if limit is None else min(_CHUNK, limit - read)
+        chunk = handle.read(size)
+        if not chunk:
+            return read, False
+        if buf.endswith(b";") and chunk.startswith(b"\n"):
+            cut = 0
+        else:
+            cut = chunk.find(b";\n")
+            cut = cut + 1 if cut >= 0 else -1
+        if cut >= 0:
+            buf += chunk[:cut + 1]
+            return read + cut + 1, True
+        buf += chunk
+        read += len(chunk)
+    return read, False
 
 
 def _rstrip_end(data: bytes | bytearray, end: int) -> int:

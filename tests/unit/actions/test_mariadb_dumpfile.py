@@ -253,3 +253,27 @@ def test_delimiter_inside_a_line_comment_does_not_end_a_routine() -> None:
     assert [s.kind for s in statements] == ["routine", "other"]
     assert statements[0].text.endswith(b"RETURN y;\nEND")
 
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 64, 1 << 16])
+def test_multi_line_insert_read_in_chunks(monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
+    """mariadb-dump's one-row-per-line INSERTs are read in chunks up to the first `;` and
+    newline: the same statements as line by line, whatever the chunk size (a `;` that ends
+    one chunk and a newline that starts the next included), and a cut one is still cut."""
+    import actions.mariadb_dumpfile as dumpfile
+
+    dump = (b"INSERT INTO `t` VALUES\n(1,'a;b'),\n(2,'c;\\nd'),\n(3,'x');\n"
+            b"INSERT INTO `t` VALUES (4,'y'),\n(5,'z;');\n"
+            b"SET @a = 1;\nINSERT INTO `u` VALUES (6);\n")
+    monkeypatch.setattr(dumpfile, "_rows_follow", lambda line, delimiter: False)
+    expected = [(s.text, s.start, s.end) for s in iter_statements(io.BytesIO(dump))]
+    monkeypatch.undo()
+    monkeypatch.setattr(dumpfile, "_CHUNK", chunk)
+    found = [(s.text, s.start, s.end) for s in iter_statements(io.BytesIO(dump))]
+    assert found == expected and len(found) == 4
+    # Within a section's range (end) the chunks stop at its end.
+    second = expected[1]
+    ranged = list(iter_statements(io.BytesIO(dump), second[1], second[2]))
+    assert [(s.text, s.start, s.end) for s in ranged] == [second]
+    with pytest.raises(DumpFormatError, match="ends inside a statement"):
+        list(iter_statements(io.BytesIO(dump[: dump.index(b"(3,")])))
