@@ -123,8 +123,8 @@ class Server:
                  f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4")
 
 
-def make_dump(server: Server, size_mb: float, path: Path, *, narrow: bool = False
-              ) -> tuple[Path, int]:
+def make_dump(server: Server, size_mb: float, path: Path, *, narrow: bool = False,
+              keep_source: bool = False) -> tuple[Path, int]:
     """Generate a GOCDB-like database of about `size_mb` MB and dump it; (path, rows).
 
     `narrow`: GOCDB's own shape (create_gocdb_narrow: ~10,000 narrow rows per MB,
@@ -146,7 +146,8 @@ def make_dump(server: Server, size_mb: float, path: Path, *, narrow: bool = Fals
             stdout=out, stderr=subprocess.PIPE, check=False)
     if done.returncode != 0:
         raise BenchError(f"mariadb-dump failed: {done.stderr.decode(errors='replace')[-300:]}")
-    server.sql(f"DROP DATABASE `{source}`")
+    if not keep_source:  # kept: `gocdb_src_<size>`, for another dump tool (mydumper)
+        server.sql(f"DROP DATABASE `{source}`")
     return path, sum(counts.values())
 
 
