@@ -231,8 +231,15 @@ class Swap:
         # Tables only live has (not in the dump) stay in live with their triggers, as the
         # original scripts left them: only the tables the dump replaces move to previous.
         every_live = base_tables(self.admin, self.database)
-        live_tables = [t for t in every_live if t in set(new_tables)]
         kept = [t for t in every_live if t not in set(new_tables)]
+        tied = self._tied_to_moving(kept, set(every_live) - set(kept))
+        if tied:
+            # Its foreign key would follow the old parent into previous, whose next drop
+            # it would then block: it moves with the tables it references, as before.
+            self.log(f"tables only in live {self.database} with a foreign key to a table the"
+                     f" dump replaces go to {self.previous} with it: {', '.join(tied)}")
+            kept = [t for t in kept if t not in tied]
+        live_tables = [t for t in every_live if t not in kept]
         if kept:
             self.log(f"tables only in live {self.database}, not in the dump, stay in live:"
                      f" {', '.join(kept)}")
@@ -328,6 +335,25 @@ class Swap:
                         " neither done nor undone; compare live with the dump by hand")
 
     # ------------------------------------------------------------------ helpers
+    def _tied_to_moving(self, kept: list[str], moving: set[str]) -> list[str]:
+        """Kept tables whose foreign keys reference a moving table (directly or through
+        another such table): they have to move too."""
+        if not kept:
+            return []
+        links = [(str(r[0]), str(r[1])) for r in rows(
+            self.admin, "SELECT table_name, referenced_table_name FROM"
+            " information_schema.referential_constraints WHERE constraint_schema = %s"
+            " AND unique_constraint_schema = %s", (self.database, self.database))]
+        tied: set[str] = set()
+        changed = True
+        while changed:
+            changed = False
+            for child, parent in links:
+                if child in kept and child not in tied and (parent in moving or parent in tied):
+                    tied.add(child)
+                    changed = True
+        return sorted(tied)
+
     def _trigger_tables(self) -> list[tuple[str, str]]:
         """(trigger, table) of live's triggers."""
         return [(str(r[0]), str(r[1])) for r in rows(

@@ -138,6 +138,25 @@ def test_table_only_in_live_stays_there(mariadb, live, dumps, tmp_path):
     assert not (tmp_path / "swap" / f"{LIVE}.json").exists(), "live matched its manifest"
 
 
+def test_table_only_in_live_with_a_foreign_key_to_the_dump_moves_with_it(mariadb, live,
+                                                                        dumps, tmp_path):
+    """Kept in live, its foreign key would follow `sites` into previous and block the next
+    import's drop of previous: it moves with the tables it references, named in the log."""
+    mariadb.sql("CREATE TABLE site_notes (id INT PRIMARY KEY, site_id INT NOT NULL,"
+                " CONSTRAINT fk_notes_site FOREIGN KEY (site_id) REFERENCES sites (id))",
+                database=LIVE)
+    mariadb.sql("INSERT INTO site_notes VALUES (1, 1)", database=LIVE)
+    lines: list[str] = []
+    importer(dumps["full"]).apply(make_ctx(tmp_path, mariadb.option_file, lines))
+    assert any("foreign key" in line and "site_notes" in line for line in lines), lines
+    assert "site_notes" not in mariadb.checksums(LIVE)
+    assert "site_notes" in mariadb.checksums(PREVIOUS)
+    # The next import drops the previous database holding it (not blocked by its key).
+    importer(dumps["full"]).apply(make_ctx(tmp_path, mariadb.option_file))
+    assert mariadb.checksums(LIVE) == live
+    assert "site_notes" not in mariadb.checksums(PREVIOUS)
+
+
 def test_failed_load_leaves_no_reader_thread(mariadb, live, dumps, tmp_path):
     data = dumps["full"].read_bytes()
     at = data.index(b";\n", data.index(b"INSERT INTO `downtimes`")) + 2
