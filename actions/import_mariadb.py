@@ -29,7 +29,8 @@ What it does, in order; the live database is never touched until the last step:
 4. Swaps with ONE `RENAME TABLE live.t TO previous.t, …, staging.t TO live.t, …` covering
    every table, so foreign keys follow and readers see the old or the new set, never a mix.
    A table that exists only in live (not in the dump) stays in live with its triggers, as
-   the original scripts left it; the log names it.
+   the original scripts left it; the log names it (one with a foreign key to a table the
+   dump replaces moves to previous with that table, also named).
    The old live tables stay in `<database>_previous` until the next success. Triggers
    block a cross-schema rename (error 1435), so they are dropped before the rename and
    recreated after it, as are views, routines and events, which cannot move between
