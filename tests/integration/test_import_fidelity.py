@@ -20,6 +20,7 @@ from actions.base import Context
 from actions.import_mariadb import ImportMariadb
 from engine.errors import StepError
 from tests.fixtures.gocdb_dump import mariadb_dump
+from tests.support import step_context
 
 pytestmark = pytest.mark.integration
 
@@ -30,8 +31,7 @@ PREVIOUS = f"{LIVE}_previous"
 
 def make_ctx(tmp_path: Path, option_file: Path, lines: list[str] | None = None) -> Context:
     log = lines if lines is not None else []
-    return Context(policy_name="test", state_dir=tmp_path, step_id="import",
-                   secret=lambda name: option_file, log=log.append, progress={})
+    return step_context(tmp_path, secret=option_file, step_id="import", log=log.append)
 
 
 def importer(path: Path, **extra: Any) -> ImportMariadb:

@@ -21,7 +21,7 @@ from actions.base import Context
 from actions.import_mariadb import ImportMariadb
 from engine.errors import StepError
 from tests.fixtures.gocdb_dump import OBJECTS, mariadb_dump
-from tests.support import REPO, wait_until
+from tests.support import REPO, step_context, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -32,8 +32,7 @@ PREVIOUS = "gocdb_previous"
 
 def make_ctx(tmp_path: Path, option_file: Path, lines: list[str] | None = None) -> Context:
     log = lines if lines is not None else []
-    return Context(policy_name="test", state_dir=tmp_path, step_id="import",
-                   secret=lambda name: option_file, log=log.append, progress={})
+    return step_context(tmp_path, secret=option_file, step_id="import", log=log.append)
 
 
 def importer(path: Path, **extra: Any) -> ImportMariadb:
@@ -303,10 +302,10 @@ def test_importer_sigkilled_leaves_live_and_next_run_recovers(mariadb, live, sou
     dump, marker = _load_blocked_on_sleep(mariadb, source_dump, tmp_path, "sigkill.sql")
     script = textwrap.dedent(f"""
         from pathlib import Path
-        from actions.base import Context
         from actions.import_mariadb import ImportMariadb
-        ctx = Context(policy_name="t", state_dir=Path({str(tmp_path)!r}), step_id="import",
-                      secret=lambda name: Path({str(mariadb.option_file)!r}), log=print)
+        from tests.support import step_context
+        ctx = step_context(Path({str(tmp_path)!r}), secret=Path({str(mariadb.option_file)!r}),
+                           step_id="import", log=print)
         ImportMariadb({{"options": "db", "database": {LIVE!r}, "file": {str(dump)!r}}}).apply(ctx)
     """)
     child = subprocess.Popen([sys.executable, "-c", script], cwd=REPO,
