@@ -43,23 +43,6 @@ def databases(server: Any) -> set[str]:
     return {row[0] for row in server.sql("SHOW DATABASES")}
 
 
-def objects(server: Any, database: str) -> dict[str, list[str]]:
-    def names(sql: str) -> list[str]:
-        return sorted(row[0] for row in server.sql(sql, (database,)))
-
-    return {
-        "tables": names("SELECT table_name FROM information_schema.tables"
-                        " WHERE table_schema = %s AND table_type = 'BASE TABLE'"),
-        "views": names("SELECT table_name FROM information_schema.views WHERE table_schema = %s"),
-        "triggers": names("SELECT trigger_name FROM information_schema.triggers"
-                          " WHERE trigger_schema = %s"),
-        "routines": names("SELECT routine_name FROM information_schema.routines"
-                          " WHERE routine_schema = %s"),
-        "events": names("SELECT event_name FROM information_schema.events"
-                        " WHERE event_schema = %s"),
-    }
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _leave_the_server_clean(mariadb_server):
     """The server is shared by the session: drop what this module created when it ends."""
@@ -120,7 +103,7 @@ def test_end_to_end_matches_source_and_keeps_previous(mariadb, gocdb_source, sou
     outcome = step.apply(ctx)
     assert mariadb.checksums(LIVE) == mariadb.checksums(source)
     assert outcome.after["rows"] == counts
-    assert objects(mariadb, LIVE) == {k: sorted(v) for k, v in OBJECTS.items()}
+    assert mariadb.objects(LIVE) == {k: sorted(v) for k, v in OBJECTS.items()}
     assert outcome.output == source_dump, "the imported dump is handed on (to archive)"
     assert set(outcome.facts) == {"data_completed", "data_age_seconds"}
     assert outcome.facts["data_completed"].endswith("+00:00")
@@ -142,7 +125,7 @@ def test_end_to_end_matches_source_and_keeps_previous(mariadb, gocdb_source, sou
     step.apply(make_ctx(tmp_path, mariadb.option_file))
     assert mariadb.checksums(PREVIOUS) == before
     assert mariadb.checksums(LIVE) == mariadb.checksums(source)
-    assert objects(mariadb, PREVIOUS)["triggers"] == []
+    assert mariadb.objects(PREVIOUS)["triggers"] == []
 
 
 def test_databases_dump_is_redirected_to_staging(mariadb, gocdb_source, tmp_path):

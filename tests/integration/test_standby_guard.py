@@ -14,7 +14,6 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -34,23 +33,6 @@ def cli(policy: Path, *args: str, env: dict[str, str] | None = None
         ) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*ENGINE, "--policy", str(policy), *args], capture_output=True,
                           text=True, timeout=300, env={**os.environ, **(env or {})})
-
-
-def objects(server: Any, database: str) -> dict[str, list[str]]:
-    def names(sql: str) -> list[str]:
-        return sorted({row[0] for row in server.sql(sql, (database,))})
-
-    return {
-        "tables": names("SELECT table_name FROM information_schema.tables"
-                        " WHERE table_schema = %s AND table_type = 'BASE TABLE'"),
-        "views": names("SELECT table_name FROM information_schema.views WHERE table_schema = %s"),
-        "triggers": names("SELECT trigger_name FROM information_schema.triggers"
-                          " WHERE trigger_schema = %s"),
-        "routines": names("SELECT routine_name FROM information_schema.routines"
-                          " WHERE routine_schema = %s"),
-        "events": names("SELECT event_name FROM information_schema.events"
-                        " WHERE event_schema = %s"),
-    }
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +137,7 @@ def test_import_loading_when_engage_now_happens_never_swaps(world, mariadb, dump
     assert job.returncode == 1, out + err
     assert "refused before the swap" in out and "engage lock" in out, out
     assert mariadb.checksums(LIVE) == before
-    assert objects(mariadb, LIVE) == EXPECTED
+    assert mariadb.objects(LIVE) == EXPECTED
     # The refusal is a WARNING, not an ERROR: the engage gate still sees the last success.
     assert "WARNING: refused before the swap" in log_lines(world)[-1]
     assert not any(" ERROR: " in line for line in log_lines(world))
@@ -194,7 +176,7 @@ def test_engage_waits_for_a_swap_in_progress(world, mariadb, dumps):
     assert "job import" in engage_err.read_text()
     assert mariadb.sql("SELECT name FROM ngis WHERE id = 999999", database=LIVE) == [
         ("variant",)]
-    assert objects(mariadb, LIVE) == EXPECTED
+    assert mariadb.objects(LIVE) == EXPECTED
     state = json.loads((world.parent / "state" / "state.json").read_text())
     assert state["state"] == "engaged"
     assert cli(world, "job", "import").returncode == 1  # and now it is refused
@@ -301,12 +283,12 @@ def test_sigkill_at_the_swap_is_completed_or_undone_by_the_next_run(world, maria
         assert "first finishes or undoes the swap left half-done" in plan.stdout, (
             plan.stdout + plan.stderr)
     if points[0] != "before-rename":  # the RENAME happened: live really lacks objects now
-        assert objects(mariadb, LIVE) != EXPECTED
+        assert mariadb.objects(LIVE) != EXPECTED
     if points == ["after-rename"]:
-        assert "trg_downtime_audit" not in objects(mariadb, LIVE)["triggers"]
+        assert "trg_downtime_audit" not in mariadb.objects(LIVE)["triggers"]
     job = cli(world, "job", "import")
     assert job.returncode == 0, job.stdout + job.stderr
-    assert objects(mariadb, LIVE) == EXPECTED
+    assert mariadb.objects(LIVE) == EXPECTED
     assert mariadb.sql("SELECT name FROM ngis WHERE id = 999999", database=LIVE) == [
         ("variant",)]
     assert dump_age(world).returncode == 0
@@ -328,4 +310,4 @@ def test_archive_failing_after_the_swap_keeps_completed_ok(world, mariadb, dumps
     assert record["ok"] is False and record["data_completed"]
     check = cli(world, "check", "dump-age", "--job", "import_archive")
     assert check.returncode == 0, check.stdout
-    assert objects(mariadb, LIVE) == EXPECTED
+    assert mariadb.objects(LIVE) == EXPECTED
