@@ -415,9 +415,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # transitions narrates every callback at INFO; our own transition lines say what matters.
     logging.getLogger("transitions").setLevel(logging.WARNING)
     module_name, function = COMMANDS[key].split(":")
-    loaded = sys.modules.get("engine.notifier")  # imported once a command loads a policy
-    if loaded is not None:
-        loaded.forget()  # the outbox tried at the end is that of the policy this command loads
+    from engine import commands
+
+    commands.LOADED.clear()  # the outbox tried at the end is that of the policy this command loads
     try:
         module = importlib.import_module(f"engine.commands.{module_name}")
         code = int(getattr(module, function)(args) or 0)
@@ -453,16 +453,36 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _retry_outbox(key: str) -> None:
     """Every command that loaded a policy retries its event outbox at its end, within a few
     seconds (the monitor and the drill deliver on their own schedule)."""
-    loaded = sys.modules.get("engine.notifier")  # absent: no policy was loaded, nothing to do
-    if key in ("run", "drill", "notify test") or loaded is None:
+    from engine import commands
+
+    policy = commands.take_loaded()  # None: no policy was loaded, nothing to do
+    if key in ("run", "drill", "notify test") or policy is None or not policy.notify:
         return
     try:
-        loaded.drain_after_command(budget=2.0 if key.startswith("check ") else 5.0)
+        from engine.paths import StatePaths
+
+        paths = StatePaths(policy.state_dir)
+        if not (_has_entries(paths.outbox_dir) or _has_entries(paths.spool_dir)):
+            return  # nothing waits: no need to import the mail and channel modules
+        from engine.notifier import drain_for_cli
+
+        drain_for_cli(policy, budget=2.0 if key.startswith("check ") else 5.0)
     except Exception as exc:  # noqa: BLE001 - the command's own result and exit code stand
         # (a missing dependency, a state dir this user may not read: said already, or not
         # this command's business)
         logging.getLogger("failover_engine.cli").debug(
             "event outbox not retried: %s: %s", type(exc).__name__, exc)
+
+
+def _has_entries(directory: Path) -> bool:
+    """True when `directory` exists and holds anything (unreadable counts as maybe)."""
+    try:
+        with os.scandir(directory) as entries:
+            return next(entries, None) is not None
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
 
 
 def _crashed(args: argparse.Namespace, key: str, prefix: str, nagios: bool) -> int:

@@ -439,27 +439,6 @@ def duplicate_notify_steps(policy: Policy) -> list[str]:
     return found
 
 
-_REMEMBERED: list[Policy] = []
-
-
-def remember(policy: Policy) -> None:
-    """Note the policy a CLI command loaded (engine.commands.load), for its end."""
-    _REMEMBERED[:] = [policy]
-
-
-def forget() -> None:
-    """Start a command with no policy remembered (in-process callers run several)."""
-    _REMEMBERED.clear()
-
-
-def drain_after_command(budget: float = CLI_BUDGET) -> None:
-    """What every CLI command does at its end: try the outbox of the policy it loaded.
-    Quietly: a command's output stays its own; status and check engine show the outbox."""
-    if _REMEMBERED:
-        policy = _REMEMBERED.pop()
-        drain_for_cli(policy, budget)
-
-
 def drain_for_cli(policy: Policy | None, budget: float = CLI_BUDGET) -> None:
     """Try the outbox within `budget` seconds (quietly when it cannot: a command run by a
     user who may not write the state dir still does its own job)."""

@@ -30,10 +30,19 @@ def load(args: argparse.Namespace) -> Policy:
     if override is not None and (problem := path_problem(str(override))):
         raise UsageError(f"--state-dir: {problem}")
     policy = load_policy(policy_path(args), state_dir=override)
-    from engine.notifier import remember
-
-    remember(policy)  # its event outbox is retried when the command ends (engine/cli.py)
+    LOADED[:] = [policy]  # its event outbox is retried when the command ends (engine/cli.py)
     return policy
+
+
+# The policy the running command loaded, for the outbox retry at its end. Kept here rather
+# than in engine.notifier so that a command with nothing waiting never imports the mail
+# and channel modules (BENCHMARKS.md: cli.validate, cli.status).
+LOADED: list[Policy] = []
+
+
+def take_loaded() -> Policy | None:
+    """The policy this command loaded (once), or None."""
+    return LOADED.pop() if LOADED else None
 
 
 def preflight(policy: Policy) -> None:

@@ -33,10 +33,12 @@ def main(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         return exc.exit_code
     shown = policy_path(args)
-    from engine.notifier import duplicate_notify_steps
+    if any(step.kind == "notify" for step in (*policy.engage, *policy.restore)):
+        # Only then can a step repeat an event mail (and only then is the notifier imported).
+        from engine.notifier import duplicate_notify_steps
 
-    for warning in duplicate_notify_steps(policy):  # a warning, not a failure: exit stays 0
-        print(f"warning: {shown}: {warning}", file=sys.stderr)
+        for warning in duplicate_notify_steps(policy):  # a warning: exit stays 0
+            print(f"warning: {shown}: {warning}", file=sys.stderr)
     summary = (f"policy '{policy.name}' ({len(policy.engage)} engage steps, "
                f"{len(policy.restore)} restore steps, {len(policy.jobs)} jobs)")
     if getattr(args, "host", False):
