@@ -24,6 +24,7 @@ been down instead.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 from datetime import datetime
 from pathlib import Path
@@ -32,14 +33,13 @@ from engine.arming import CERT_WARNING_DAYS, certificate_days_left
 from engine.clock import elapsed
 from engine.commands import load
 from engine.durations import format_duration, parse_duration
-from engine.errors import FailoverError
+from engine.nagios import CRITICAL, OK, UNKNOWN, WARNING, answer
 from engine.outbox import Outbox, OutboxStats
 from engine.paths import StatePaths
 from engine.policy import Policy
 from engine.state import EngineState, StateStore, parse_isotime, utcnow
 from engine.states import ARMED, RUNNING, State
 
-OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 LABELS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
 STALE_INTERVALS = 3
 OUTBOX_WARNING = 600.0  # seconds an event may wait for a channel before WARNING
@@ -194,29 +194,16 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"ENGINE UNKNOWN - --cert-warning: {exc}")
         return UNKNOWN
-    try:
+    def judge() -> tuple[int, str]:
         policy = load(args)
         unreadable = _unreadable(policy)
         if unreadable is not None:
-            print(f"ENGINE UNKNOWN - {unreadable}: permission denied; let this user read it: "
-                  "`failover-engine install --check-group GROUP` (docs/operations.md, NRPE)")
-            return UNKNOWN
+            raise PermissionError(errno.EACCES, "permission denied", str(unreadable))
         state = StateStore(policy.state_dir).load()
         paused = StatePaths(policy.state_dir).paused.exists()
         holder = StateStore(policy.state_dir).holder()
         now = utcnow()
-        code, line = evaluate(policy, state, paused, now, holder, warn / 86400,
-                              Outbox(policy.state_dir).stats(now))
-    except PermissionError as exc:
-        print(f"ENGINE UNKNOWN - {exc.filename}: permission denied; let this user read it: "
-              "`failover-engine install --check-group GROUP` (docs/operations.md, NRPE)")
-        return UNKNOWN
-    except FailoverError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"ENGINE UNKNOWN - {first}")
-        return UNKNOWN
-    except Exception as exc:  # noqa: BLE001 - a plugin must answer 0-3, never a traceback
-        print(f"ENGINE UNKNOWN - internal error ({type(exc).__name__}: {exc})")
-        return UNKNOWN
-    print(line)
-    return code
+        return evaluate(policy, state, paused, now, holder, warn / 86400,
+                        Outbox(policy.state_dir).stats(now))
+
+    return answer("ENGINE", judge)

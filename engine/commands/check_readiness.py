@@ -23,9 +23,9 @@ import argparse
 from engine.commands import load
 from engine.durations import format_duration
 from engine.errors import FailoverError
+from engine.nagios import CRITICAL, OK, UNKNOWN, WARNING, answer
 from engine.readiness import ReadinessRecord, age_seconds, load_record, readiness_config
 
-OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 LABELS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
 DETAIL_WIDTH = 160  # of the first failing check's detail in the line
 
@@ -73,28 +73,17 @@ def _clip(text: str) -> str:
 
 def main(args: argparse.Namespace) -> int:
     """Print the plugin line and return its Nagios code (UNKNOWN on anything unexpected)."""
-    try:
+    def judge() -> tuple[int, str]:
         policy = load(args)
         if readiness_config(policy) is None:
-            print(f"READINESS UNKNOWN - policy {policy.name} has no `readiness:` block, so "
-                  "nothing proves the standby ready; add one (docs/operations.md)")
-            return UNKNOWN
+            return UNKNOWN, (f"READINESS UNKNOWN - policy {policy.name} has no `readiness:` "
+                             "block, so nothing proves the standby ready; add one "
+                             "(docs/operations.md)")
         record = load_record(policy.state_dir)
         if record is None:
-            print("READINESS UNKNOWN - the readiness checks never ran (the monitor runs them "
-                  "at its start, then every interval): is `failover-engine run` running?")
-            return UNKNOWN
-        code, line = evaluate(record)
-    except PermissionError as exc:
-        print(f"READINESS UNKNOWN - {exc.filename}: permission denied; let this user read it:"
-              " `failover-engine install --check-group GROUP` (docs/operations.md, NRPE)")
-        return UNKNOWN
-    except (FailoverError, ValueError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"READINESS UNKNOWN - {first}")
-        return UNKNOWN
-    except Exception as exc:  # noqa: BLE001 - a plugin must answer 0-3, never a traceback
-        print(f"READINESS UNKNOWN - internal error ({type(exc).__name__}: {exc})")
-        return UNKNOWN
-    print(line)
-    return code
+            return UNKNOWN, ("READINESS UNKNOWN - the readiness checks never ran (the monitor "
+                             "runs them at its start, then every interval): is "
+                             "`failover-engine run` running?")
+        return evaluate(record)
+
+    return answer("READINESS", judge, (FailoverError, ValueError))
