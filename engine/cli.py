@@ -415,9 +415,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # transitions narrates every callback at INFO; our own transition lines say what matters.
     logging.getLogger("transitions").setLevel(logging.WARNING)
     module_name, function = COMMANDS[key].split(":")
-    from engine import commands
-
-    commands.LOADED.clear()  # the outbox tried at the end is that of the policy this command loads
+    # The outbox tried at the end is that of the policy this command loads (sys.modules: a
+    # lookup that cannot fail, even when a dependency of engine.commands is missing).
+    loaded = sys.modules.get("engine.commands")
+    if loaded is not None:
+        loaded.LOADED.clear()
     try:
         module = importlib.import_module(f"engine.commands.{module_name}")
         code = int(getattr(module, function)(args) or 0)
@@ -453,9 +455,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _retry_outbox(key: str) -> None:
     """Every command that loaded a policy retries its event outbox at its end, within a few
     seconds (the monitor and the drill deliver on their own schedule)."""
-    from engine import commands
-
-    policy = commands.take_loaded()  # None: no policy was loaded, nothing to do
+    loaded = sys.modules.get("engine.commands")  # absent: no policy was loaded, nothing to do
+    policy = loaded.take_loaded() if loaded is not None else None
     if key in ("run", "drill", "notify test") or policy is None or not policy.notify:
         return
     try:
