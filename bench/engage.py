@@ -168,8 +168,9 @@ def _watch_lock(ours: Ours) -> None:
     actions.lock.Lock.apply = apply  # type: ignore[method-assign]
 
 
-class Bare:
-    """The five operations written directly, in one function."""
+class DurableBare:
+    """The bare script with the durable writes a crash-safe engage needs, timed to DNS
+    switched on every server (the goal's baseline; see the module docstring)."""
 
     def __init__(self, world: LoopbackWorld, work: Path) -> None:
         import dns.tsigkeyring
@@ -179,61 +180,6 @@ class Bare:
         self.count = 0
         key = world.lab.update_key
         self.keyring = dns.tsigkeyring.from_text({key.name: (key.algorithm, key.secret)})
-
-    def __call__(self) -> float:
-        self.count += 1
-        state = self.work / f"bare-{self.count}"
-        state.mkdir(mode=0o700)
-        self.world.reset()
-        start = time.perf_counter()
-        self.engage(state)
-        elapsed = time.perf_counter() - start
-        if self.world.record() != STANDBY:
-            raise RuntimeError(f"the bare script left {RECORD} at {self.world.record()}")
-        return elapsed
-
-    def engage(self, state: Path) -> None:
-        import dns.query
-        import dns.rcode
-        import dns.update
-
-        world = self.world
-        # 1. mail the admins
-        message = EmailMessage()
-        message["From"] = "failover-engine@bench.test"
-        message["To"] = "admins@bench.test"
-        message["Subject"] = "bench"
-        message["Date"] = formatdate(localtime=False)
-        message["Message-ID"] = make_msgid()
-        message.set_content("Production failed 3 probes in a row; engaging.\n")
-        with smtplib.SMTP("127.0.0.1", world.sink.port, timeout=10) as smtp:
-            smtp.send_message(message)
-        # 2. the last import completed ok less than 7 hours ago
-        last = world.status_log.read_text().splitlines()[-1]
-        stamp, _, rest = last.partition(" ")
-        if "completed ok" not in rest:
-            raise RuntimeError("last import not ok")
-        if datetime.now(UTC) - datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S%z") > timedelta(
-                hours=7):
-            raise RuntimeError("last import too old")
-        # 3. park the cron file
-        parked = state / "parked"
-        parked.mkdir(mode=0o700)
-        os.rename(world.cron, parked / world.cron.name)
-        # 4. repoint the alias, only if it still points at production
-        update = dns.update.UpdateMessage(f"{ZONE}.", keyring=self.keyring)
-        update.present(RECORD, "CNAME", PRODUCTION)
-        update.replace(RECORD, 60, "CNAME", STANDBY)
-        reply = dns.query.tcp(update, "127.0.0.1", port=world.dns_port, timeout=5)
-        if reply.rcode() != dns.rcode.NOERROR:
-            raise RuntimeError(f"update refused: {dns.rcode.to_text(reply.rcode())}")
-        # 5. the lock
-        (state / "engage.lock").write_text(f"engaged {time.time()}\n")
-
-
-class DurableBare(Bare):
-    """The bare script with the durable writes a crash-safe engage needs, timed to DNS
-    switched on every server (the goal's baseline; see the module docstring)."""
 
     def __call__(self) -> float:
         self.count += 1
