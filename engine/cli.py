@@ -308,8 +308,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("drill", help="a full outage drill on loopback servers (no setup needed)",
                        description="Start a throwaway HTTPS production, SMTP relay and BIND on "
                        "loopback, run the monitor on policies/examples/drill.yaml, stop "
-                       "production, and show the engine detect, engage and restore.")
+                       "production, and show the engine detect, engage and restore. With "
+                       "--quorum: a 3-member etcd (Debian etcd-server) and three observer "
+                       "engines (`run` processes; the standby acts, two others vote, two must "
+                       "agree) show S1 production down: exactly one engage, by the standby; "
+                       "S2 the standby cut from production only: no engage, quorum not "
+                       "reached (1/2); S3 an observer cut from everything: it never acts, its "
+                       "verdict vanishes, the other two engage once. Under a minute; exit 0 "
+                       "only when every scenario held, 1 naming those that did not, 2 "
+                       "without etcd.")
     p.add_argument("--keep", action="store_true", help="keep the drill's temp directory")
+    p.add_argument("--quorum", action="store_true",
+                   help="the several-observers drill on etcd (S1-S3 of issue 14) instead")
     return parser
 
 

@@ -112,7 +112,12 @@ def _messages_per_channel(notifier: Any) -> dict[str, int]:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run the drill; exit 0 when every check passed."""
+    """Run the drill (`--quorum`: the several-observers drill); exit 0 when every check
+    passed."""
+    if getattr(args, "quorum", False):
+        from engine.commands.drill_quorum import main as quorum_drill
+
+        return quorum_drill(args)
     from engine.drillkit.https import HttpsServer
     from engine.drillkit.named import DnsLab, NamedError
     from engine.drillkit.pki import make_pki
