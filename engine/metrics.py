@@ -30,6 +30,22 @@ a file). Families, all labelled with `policy`:
                                                       (reason: a fixed set, engine/readiness.py)
     failover_engine_readiness_checked_timestamp_seconds  when the readiness checks last ran
 
+Only with a `quorum:` block (from the monitor's quorum snapshot, engine/quorum_shared.py):
+
+    failover_engine_quorum_store_reachable            1/0, the monitor's last read of etcd
+                                                      (left out while no monitor reads it)
+    failover_engine_quorum_observers_fresh            observers with a fresh verdict
+    failover_engine_quorum_observers_agreeing         fresh observers saying "prolonged"
+    failover_engine_quorum_observers_needed           engage_when.down
+    failover_engine_quorum_leader_held                1 while this engine holds the leader key
+    failover_engine_quorum_leader_token               the leader key's fencing token (any
+                                                      holder; left out when nobody holds it)
+    failover_engine_quorum_leader_deadline_seconds    seconds before this holder's own
+                                                      deadline (only while it holds the key)
+    failover_engine_quorum_shared_state_known         1 when the monitor read the shared
+                                                      state from the store lately, else 0
+    failover_engine_quorum_snapshot_age_seconds       since the monitor's last look at etcd
+
 A sample whose value is unknown (a probe never run, a job never succeeded) is left out
 rather than written as 0, so alerts on it do not fire on a fresh install.
 """
@@ -208,8 +224,52 @@ def render_metrics(policy: Policy, state: EngineState, jobs: dict[str, dict[str,
            "Aborted or disarmed events a channel has failed to take (check engine: CRITICAL).",
            float(len(outbox.waiting_critical)))
     _readiness(policy, family)
+    _quorum(policy, family, now)
 
     return "".join(_render_family(f) for f in families)
+
+
+def _quorum(policy: Policy, family: Any, now: datetime) -> None:
+    """The quorum families (see the module docstring); nothing without a quorum block.
+    What no monitor has read lately is left out, except `shared_state_known` (then 0)."""
+    from engine.quorum_shared import current_view
+
+    view = current_view(policy, StatePaths(policy.state_dir).quorum_snapshot, now)
+    if view is None:
+        return
+    base = {"policy": policy.name}
+
+    def single(name: str, help_text: str, value: float | None) -> None:
+        fam = family("quorum_" + name, "gauge", help_text)
+        if value is not None:
+            fam.samples.append((base, float(value)))
+
+    fresh = None if view["stale"] else view.get("fresh")
+    store = view.get("store") or {}
+    reachable = store.get("reachable")
+    leader = view.get("leader") or {}
+    single("store_reachable", "1 when the monitor's last read of the quorum store (etcd) "
+           "succeeded, 0 when it failed.", None if reachable is None else float(reachable))
+    single("observers_fresh", "Observers whose verdict is fresh in the quorum store.",
+           len(fresh) if isinstance(fresh, list) and reachable else None)
+    single("observers_agreeing", "Fresh observers that say the outage is prolonged.",
+           view.get("agreeing") if reachable else None)
+    single("observers_needed", "Fresh observers that must agree (quorum.engage_when.down).",
+           view.get("needed") if isinstance(view.get("needed"), int) else None)
+    single("leader_held", "1 while this engine holds the quorum's leader key.",
+           1.0 if leader.get("held") else 0.0)
+    token = leader.get("token")
+    single("leader_token", "The leader key's fencing token (its create revision), whoever "
+           "holds it.", token if reachable and isinstance(token, int) else None)
+    left = leader.get("deadline_left")
+    single("leader_deadline_seconds", "Seconds before this holder's own deadline (last "
+           "renewal sent + lease TTL - margin): it stops acting then.",
+           left if leader.get("held") and isinstance(left, int | float) else None)
+    single("shared_state_known", "1 when the monitor read the shared state from the quorum "
+           "store lately, else 0 (status says why).",
+           1.0 if (view.get("shared") or {}).get("known") else 0.0)
+    single("snapshot_age_seconds", "Seconds since the monitor last looked at the quorum store.",
+           view.get("age_seconds"))
 
 
 def _readiness(policy: Policy, family: Any) -> None:

@@ -83,6 +83,21 @@ class Monitor:
         from engine.quorum import build_quorum
 
         self.quorum = build_quorum(engine.policy, engine.stop)
+        # A quorum block changed by a reload while this engine holds the leader key in a
+        # busy state: applied once it is armed again (see _apply_quorum_change).
+        self._quorum_deferred = False
+        # The last transition, for the shared state's reason (engine/quorum_shared.py).
+        self._last_transition: str | None = None
+        self._deferral_logged = False
+        # Every transition is mirrored into the store while we hold the leader key.
+        mirrored = engine.lifecycle._on_change
+
+        def on_change(source: State, dest: State, trigger: str) -> None:
+            if mirrored is not None:
+                mirrored(source, dest, trigger)
+            self._mirror_transition(source, dest, trigger)
+
+        engine.lifecycle._on_change = on_change
         # Standby readiness (engine/readiness.py): its own schedule, in the background.
         self.readiness = ReadinessRunner(lambda: self.policy,
                                          lambda: str(self.engine.record.state),
@@ -154,7 +169,9 @@ class Monitor:
 
         mark(record.monotonic, "last_cycle")  # `check engine` measures the age on this
         self._advance(verdict, tally, line)
+        self._apply_quorum_change()
         self.engine.save(durable=False)  # transitions and runs already saved durably
+        self._write_quorum_snapshot()
         self._write_metrics()
         return line
 
@@ -339,12 +356,49 @@ class Monitor:
             return None
         state = self.engine.record.state
         if quorum.holding is not None and state in ARMED:
-            quorum.release()  # restored or reset: armed again, another actor may lead
+            # Restored or reset: armed again, another actor may lead; the store first
+            # learns our final state, so no observer goes on seeing us busy.
+            self._mirror()
+            quorum.release()
         elif quorum.holding is None and quorum.spec.is_actor and state in STANDBY_BUSY:
             # We engaged (or restarted mid-engage): hold the key, so no other actor engages.
             quorum.take_leader()
         prolonged = tally.prolonged and state in ARMED
-        return quorum.publish(str(verdict), tally.failures, prolonged, state=str(state))
+        note = quorum.publish(str(verdict), tally.failures, prolonged, state=str(state))
+        if quorum.holding is not None and note is None:
+            self._mirror()  # every cycle while we hold the key
+        quorum.observe()  # every observer mirrors the shared state (status, metrics)
+        return note
+
+    def _mirror(self) -> None:
+        """Write our engine's state, journal position and hold-down into the store's
+        shared state (fenced by our token; a refusal means we were deposed: `halt`)."""
+        if self.quorum is not None and self.quorum.holding is not None:
+            from engine.quorum import mirror_engine
+
+            mirror_engine(self.quorum, self.engine, self._last_transition)
+
+    def _mirror_transition(self, source: State, dest: State, trigger: str) -> None:
+        if source == dest:
+            return
+        self._last_transition = f"{source} → {dest} ({trigger})"
+        self._mirror()
+
+    def _write_quorum_snapshot(self) -> None:
+        """Leave this cycle's view of the store for `status` and the metrics."""
+        if self.quorum is None:
+            return
+        from engine.clock import mark
+        from engine.quorum_shared import SNAPSHOT_FORMAT, write_snapshot
+
+        data = self.quorum.snapshot()
+        marks: dict[str, object] = {}
+        mark(marks, "written")
+        data.update(format=SNAPSHOT_FORMAT, written=isotime(), monotonic=marks)
+        try:
+            write_snapshot(self.paths.quorum_snapshot, data, self.engine.store.file_mode())
+        except OSError as exc:
+            log.warning("quorum snapshot not written: %s", exc)
 
     def _remind(self) -> None:
         record = self.engine.record
@@ -434,6 +488,47 @@ class Monitor:
         self.engine.runner.policy = policy
         self._build_probes()
         log.info("SIGHUP: policy %s reloaded from %s", policy.name, policy.path)
+        from engine.quorum import quorum_spec
+
+        current = self.quorum.spec if self.quorum is not None else None
+        self._quorum_deferred = quorum_spec(policy) != current
+        self._apply_quorum_change()
+
+    def _apply_quorum_change(self) -> None:
+        """A reloaded `quorum:` block: close the old Quorum, build the new one — but not
+        while this engine holds the leader key in a busy state (the key, its fencing and
+        the shared state must outlive the run): then it waits until we are armed again."""
+        if not self._quorum_deferred:
+            return
+        old = self.quorum
+        if old is not None and old.holding is not None \
+                and self.engine.record.state not in ARMED:
+            if not self._deferral_logged:
+                log.warning("SIGHUP: quorum settings change deferred until armed (this "
+                            "engine holds the leader key while %s)", self.engine.record.state)
+                self._deferral_logged = True
+            return
+        from engine.quorum import build_quorum
+
+        try:
+            new = build_quorum(self.policy, self.engine.stop)
+        except (OSError, FailoverError) as exc:
+            log.error("SIGHUP: the new quorum settings cannot be used (%s); keeping the old "
+                      "ones", exc)
+            self._quorum_deferred = False
+            return
+        if old is not None:
+            if old.holding is not None:  # armed again: the final state, then let go
+                self._mirror()
+                old.release()
+            old.close()
+        self.quorum = new
+        self._quorum_deferred = self._deferral_logged = False
+        if new is None:
+            self.paths.quorum_snapshot.unlink(missing_ok=True)
+        log.info("SIGHUP: quorum settings applied (%s)",
+                 "no quorum block: this observer decides alone" if new is None
+                 else f"observer {new.spec.name}, {len(new.spec.observers)} observers")
 
     def run_forever(self, *, max_cycles: int | None = None) -> None:
         """Cycle every interval until the stop event is set (or `max_cycles` have run)."""

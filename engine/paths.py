@@ -74,6 +74,13 @@ class StatePaths:
         return self.state_dir / "readiness.json"
 
     @property
+    def quorum_snapshot(self) -> Path:
+        """`quorum.json`: the monitor's last view of the quorum store (store reachable, the
+        count, the leader key, the shared state; engine/quorum_shared.py), for `status` and
+        the metrics; rewritten every cycle, only with a `quorum:` block."""
+        return self.state_dir / "quorum.json"
+
+    @property
     def parked_dir(self) -> Path:
         """`parked/`: cron files `disable_cron` moved aside (unless the step sets park_dir)."""
         return self.state_dir / "parked"
@@ -122,7 +129,8 @@ class StatePaths:
         an operator may link those to a bigger disk or a collector's directory."""
         return (self.state_file, self.engine_lock, self.audit_log, self.paused,
                 self.jobs_dir, self.requests_dir, self.spool_dir, self.parked_dir,
-                self.crash_dir, self.outbox_dir, self.events_log, self.readiness)
+                self.crash_dir, self.outbox_dir, self.events_log, self.readiness,
+                self.quorum_snapshot)
 
     def job_work_dir(self, name: str) -> Path:
         """`work/<name>/`: a job's work directory when the policy sets no `work_dir`."""

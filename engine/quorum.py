@@ -57,7 +57,15 @@ from typing import Any, TypeVar
 
 from engine.durations import parse_duration
 from engine.errors import FailoverError
-from engine.etcd import DEFAULT_TIMEOUT, EtcdClient, EtcdError, EtcdUnavailable, Security
+from engine.etcd import (
+    DEFAULT_TIMEOUT,
+    EtcdClient,
+    EtcdError,
+    EtcdUnavailable,
+    KeyValue,
+    Security,
+)
+from engine.quorum_shared import SHARED_PAUSE, SHARED_STATE, SharedPause, SharedState
 from engine.states import STANDBY_BUSY, State
 
 log = logging.getLogger("failover_engine.quorum")
@@ -205,6 +213,28 @@ class Holding:
     deadline: float
 
 
+@dataclass(frozen=True)
+class Observation:
+    """One linearizable read of the whole prefix: the count, the shared state and pause,
+    the leader key; `at` and `shared_seen` are on the reader's own monotonic clock."""
+
+    count: Count
+    at: float
+    shared: SharedState | None = None
+    shared_seen: float | None = None
+    shared_problem: str | None = None  # a value that is not a shared state
+    pause: SharedPause | None = None
+    leader: KeyValue | None = None
+
+    def hold_down_left(self, now: float) -> float | None:
+        """Seconds of the holder's hold-down left by our clock: what it wrote, less the
+        time since we saw that write (never a wall clock from another host)."""
+        if self.shared is None or self.shared.hold_down_left is None \
+                or self.shared_seen is None:
+            return None
+        return max(0.0, self.shared.hold_down_left - (now - self.shared_seen))
+
+
 class Quorum:
     """One observer's view of the store; see the module docstring. The monitor calls
     `publish()` every cycle and `may_engage()` when its own count says prolonged."""
@@ -227,6 +257,10 @@ class Quorum:
         self._lock = threading.Lock()
         self._renewer: threading.Thread | None = None
         self.last_problem: str | None = None
+        # The last read of the prefix (None until one succeeds) and why the latest failed.
+        self.observation: Observation | None = None
+        self.observe_problem: str | None = "the store was not read yet"
+        self._shared_seen: tuple[int, float] | None = None
 
     # -- keys ---------------------------------------------------------------------------
     @property
@@ -263,11 +297,15 @@ class Quorum:
     def count(self) -> Count:
         """The fresh observers' verdicts, read linearizably (EtcdError when it cannot)."""
         under = (self.spec.prefix + "observers/").encode()
-        found = self.client.range(under, prefix=True)
-        now = self.clock()
+        return self._count(self.client.range(under, prefix=True), self.clock())
+
+    def _count(self, found: list[KeyValue], now: float) -> Count:
+        under = (self.spec.prefix + "observers/").encode()
         down, fresh, busy = 0, [], []
         present = set()
         for kv in found:
+            if not kv.key.startswith(under):
+                continue
             name = kv.key[len(under):].decode(errors="replace")
             if name not in self.spec.observers:
                 continue  # an unknown name does not vote
@@ -292,6 +330,105 @@ class Quorum:
             del self._seen[gone]
         return Count(down, self.spec.down, tuple(sorted(fresh)), tuple(sorted(busy)))
 
+    def observe(self) -> Observation | None:
+        """Read the whole prefix once, linearizably: the verdicts, the leader key, the
+        shared state and pause (kept as `observation`). None when the store cannot be read
+        (`observe_problem` says why; this cycle's publish already failing counts, so a cut
+        off store is not waited for twice in one cycle)."""
+        if self.last_problem is not None:
+            self.observe_problem = self.last_problem
+            return None
+        try:
+            found = self.client.range(self.spec.prefix, prefix=True)
+        except EtcdError as exc:
+            self.observe_problem = _store_problem(exc)
+            return None
+        now = self.clock()
+        keys = {kv.key: kv for kv in found}
+        shared_kv = keys.get((self.spec.prefix + SHARED_STATE).encode())
+        pause_kv = keys.get((self.spec.prefix + SHARED_PAUSE).encode())
+        shared = SharedState.parse(shared_kv.value) if shared_kv else None
+        seen: float | None = None
+        if shared_kv is not None:
+            if self._shared_seen is None or self._shared_seen[0] != shared_kv.mod_revision:
+                self._shared_seen = (shared_kv.mod_revision, now)
+            seen = self._shared_seen[1]
+        else:
+            self._shared_seen = None
+        self.observation = Observation(
+            count=self._count(found, now), at=now, shared=shared, shared_seen=seen,
+            shared_problem=(f"{self.spec.prefix}{SHARED_STATE} holds no shared state "
+                            "this engine can read") if shared_kv and shared is None else None,
+            pause=SharedPause.parse(pause_kv.value) if pause_kv else None,
+            leader=keys.get(self.leader_key.encode()))
+        self.observe_problem = None
+        return self.observation
+
+    # -- the shared state ---------------------------------------------------------------
+    def write_shared(self, state: str, *, run: dict[str, Any] | None = None,
+                     hold_down_left: float | None = None, reason: str | None = None,
+                     changed_by: str | None = None) -> bool | None:
+        """Mirror our engine into `<prefix>shared/state`, fenced by our token. True when
+        written; False when the store refused it because the leader key no longer carries
+        our token: we were deposed, `halt` is set and no step runs after this; None when we
+        do not hold the key or the store could not be reached (the renewer's deadline
+        decides then)."""
+        with self._lock:
+            holding = self.holding
+        if holding is None:
+            return None
+        value = SharedState(state=state, holder=self.spec.name, token=holding.token,
+                            changed_by=changed_by or self.spec.name, run=run,
+                            hold_down_left=hold_down_left, reason=reason)
+        try:
+            written = self.client.put_if_created_at(self.leader_key, holding.token,
+                                                    self.spec.prefix + SHARED_STATE,
+                                                    value.to_json())
+        except EtcdError as exc:
+            log.warning("quorum: shared state not written (%s)", _store_problem(exc))
+            return None
+        if not written:
+            self._lose(f"deposed: the store refused the fenced write of the shared state (the "
+                       f"leader key no longer carries token {holding.token})")
+            return False
+        return True
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the monitor leaves for `status` and the metrics (engine/quorum_shared.py
+        reads it): the store reachable, the count, the leader key, the shared state, the
+        shared pause; durations as seconds left by our clock when taken."""
+        now = self.clock()
+        observation = self.observation if self.observe_problem is None else None
+        with self._lock:
+            holding = self.holding
+        held = holding is not None and self.holds() is not None
+        leader = observation.leader if observation else None
+        shared: dict[str, Any] = {"known": observation is not None,
+                                  "problem": self.observe_problem}
+        if observation is not None and observation.shared_problem:
+            shared.update(known=False, problem=observation.shared_problem)
+        elif observation is not None and observation.shared is not None:
+            shared.update(json.loads(observation.shared.to_json()))
+            shared["hold_down_left"] = observation.hold_down_left(now)
+        count = observation.count if observation else None
+        pause = observation.pause if observation else None
+        return {
+            "name": self.spec.name, "actor": self.spec.is_actor, "timeout": self.spec.timeout,
+            "store": {"reachable": observation is not None, "problem": self.observe_problem},
+            "agreeing": count.down if count else None,
+            "fresh": list(count.fresh) if count else None,
+            "leader": {"held": held,
+                       "token": holding.token if held and holding else
+                       (leader.create_revision if leader else None),
+                       "holder": self.spec.name if held else
+                       (_holder(leader.value) if leader else None),
+                       "deadline_left": round(holding.deadline - now, 3)
+                       if held and holding else None},
+            "shared": shared,
+            "pause": {"active": pause.paused, "by": pause.by, "reason": pause.reason}
+            if pause else None,
+        }
+
     # -- the leader key -----------------------------------------------------------------
     def may_engage(self) -> Decision:
         """Called when our own count says the outage is prolonged: may we engage now?"""
@@ -302,17 +439,34 @@ class Quorum:
             # This cycle's publish already found the store cut off: do not wait for it a
             # second time in the same cycle.
             return Decision(False, self.last_problem)
-        try:
-            count = self.count()
-        except EtcdError as exc:
-            return Decision(False, _store_problem(exc))
+        observation = self.observe()
+        if observation is None:
+            return Decision(False, self.observe_problem or "quorum store error")
+        count = observation.count
         if not count.reached:
             return Decision(False, count.line())
+        pause = observation.pause
+        if pause is not None and pause.paused:
+            return Decision(False, f"{count.line()}; paused through the quorum store by "
+                                   f"{pause.by or 'unknown'} ({pause.reason or 'no reason'})")
         if count.busy:
             # Another observer's engine already engages or serves from the standby: a
-            # second engage must not start (until the shared state lives in the store).
+            # second engage must not start.
             who = ", ".join(f"{n} is {s}" for n, s in count.busy)
             return Decision(False, f"{count.line()}; {who}")
+        shared = observation.shared
+        if observation.shared_problem is not None:
+            return Decision(False, f"{count.line()}; {observation.shared_problem}")
+        if shared is not None and shared.holder != self.spec.name:
+            # The holder's mirror outlives its verdict and its lease: an engine that
+            # engaged and then died still serves from the standby.
+            if shared.busy:
+                return Decision(False, f"{count.line()}; shared state: {shared.state} by "
+                                       f"{shared.holder} (token {shared.token})")
+            left = observation.hold_down_left(self.clock())
+            if left:
+                return Decision(False, f"{count.line()}; hold-down after the restore by "
+                                       f"{shared.holder}: {left:.0f}s left")
         held = self.holds()
         if held is not None:
             return Decision(True, f"{count.line()}; leader key held (token {held})", held)
@@ -473,6 +627,29 @@ def _holder(value: bytes) -> str:
     if isinstance(document, dict) and isinstance(document.get("name"), str):
         return f"{document['name']} (pid {document.get('pid')} on {document.get('host')})"
     return "another engine"
+
+
+def mirror_engine(quorum: Quorum, engine: Any, transition: str | None = None) -> bool | None:
+    """Mirror `engine` (its state, journal position, hold-down left and the last transition
+    or abort reason) into the store's shared state, fenced by our token: what the monitor
+    does on every transition and cycle while it holds the key; a command that holds the
+    key without a monitor may call it too. See `Quorum.write_shared` for the answer."""
+    from engine.clock import remaining
+    from engine.quorum_shared import journal_position
+    from engine.state import parse_isotime, utcnow
+
+    record, policy = engine.record, engine.policy
+    run = journal_position(record.run, record.last_run,
+                           {"engage": [s.name for s in policy.engage],
+                            "restore": [s.name for s in policy.restore]})
+    left = remaining(record.monotonic, "hold_down_until",
+                     parse_isotime(record.hold_down_until), utcnow())
+    reason = transition or f"{record.state} since {record.since}"
+    if record.state == State.ABORTED and record.aborted_reason:
+        reason = f"{reason}: {record.aborted_reason}"
+    return quorum.write_shared(str(record.state), run=run,
+                               hold_down_left=round(left, 3) if left and left > 0 else None,
+                               reason=reason)
 
 
 def engage_by_operator(quorum: Quorum | None, engine: Any, run: Callable[[], T], *,

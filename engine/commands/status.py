@@ -155,7 +155,19 @@ def collect(policy: Policy, store: StateStore, state: EngineState,
                    "restores": state.counts.get("restores", 0)},
         # CRITICAL lines: a MariaDB swap left half-done or live not matching its dump.
         "live_data_problems": half_done_swaps(state_dir),
+        # With a quorum block: the monitor's last view of etcd, the shared state included
+        # (engine/quorum_shared.py); None without one.
+        "quorum": _quorum(policy, paths, now),
     }
+
+
+def _quorum(policy: Policy, paths: StatePaths, now: datetime) -> dict[str, Any] | None:
+    """The quorum as the monitor last saw it; `status` never waits for etcd itself."""
+    if not isinstance(policy.raw.get("quorum"), dict):
+        return None  # not even the module: status stays as fast as before without one
+    from engine.quorum_shared import current_view
+
+    return current_view(policy, paths.quorum_snapshot, now)
 
 
 def render_text(data: dict[str, Any], now: datetime) -> str:
@@ -170,6 +182,10 @@ def render_text(data: dict[str, Any], now: datetime) -> str:
         lines.append(f"DISARMED since {data['disarmed_since']}: {data['disarmed']}")
     if data["paused"]:
         lines.append(f"paused: yes ({data['paused_reason'] or 'no reason given'})")
+    if data.get("quorum") is not None:
+        from engine.quorum_shared import status_lines
+
+        lines.extend(status_lines(data["quorum"]))
     for problem in data.get("live_data_problems") or []:
         lines.append(f"live data: CRITICAL: {problem}")
     if data["aborted_reason"]:

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from engine.quorum import Quorum, QuorumSpec, quorum_reference_problems, quorum_spec
+from engine.quorum_shared import SharedState
 from tests.fixtures.etcd import EtcdCluster
 from tests.support import wait_until
 
@@ -139,3 +140,94 @@ def test_a_busy_observer_stops_a_second_engage(etcd_cluster: EtcdCluster) -> Non
     assert not decision.allowed
     assert decision.reason == "quorum reached (2/2); b is engaged"
     assert a.client.get("/t/leader") is None
+
+
+# -- the shared state (issue 14, second part) ---------------------------------------------
+@pytest.mark.integration
+def test_a_deposed_holders_fenced_mirror_is_refused(etcd_cluster: EtcdCluster) -> None:
+    a = Quorum(spec(etcd_cluster, "a", down=1), interval=1.0)
+    b = Quorum(spec(etcd_cluster, "b", down=1), interval=1.0)
+    a.publish("failed", 3, True)
+    taken = a.may_engage()
+    assert taken.allowed
+    assert a.write_shared("engaging", reason="watching → engaging") is True
+    seen = b.observe()
+    assert seen is not None and seen.shared is not None
+    assert (seen.shared.state, seen.shared.holder, seen.shared.token) == (
+        "engaging", "a", taken.token)
+    # a is deposed behind its back (its lease revoked: what expiry does) and b takes the
+    # key (b's may_engage would refuse: the shared state says a is engaging).
+    assert a.holding is not None
+    b.client.revoke(a.holding.lease)
+    assert b.may_engage().reason.endswith(f"shared state: engaging by a (token {taken.token})")
+    assert isinstance(b.take_leader(), int)
+    assert b.write_shared("engaging") is True
+    # a's late write is refused by the store; a stops acting and says so.
+    assert a.write_shared("engaged", reason="engaging → engaged") is False
+    assert a.halt.is_set() and a.holding is None and a.holds() is None
+    stored = b.observe()
+    assert stored is not None and stored.shared is not None
+    assert (stored.shared.holder, stored.shared.state) == ("b", "engaging")
+    # Only the holder writes at all.
+    assert a.write_shared("engaged") is None
+    b.release()
+
+
+@pytest.mark.integration
+def test_the_shared_state_pause_and_hold_down_stop_another_actor(
+        etcd_cluster: EtcdCluster) -> None:
+    clock = Clock()
+    a = Quorum(spec(etcd_cluster, "a", down=1), interval=1.0, clock=clock)
+    b = Quorum(spec(etcd_cluster, "b", down=1), interval=1.0, clock=clock)
+    a.publish("failed", 3, True)
+    assert a.may_engage().allowed
+    token = a.holds()
+    a.write_shared("engaged")
+    # a dies while engaged: its verdict and its key go, its mirror stays.
+    a.close()
+    assert a.holding is not None
+    a.client.revoke(a.holding.lease)
+    b.publish("failed", 3, True)
+    refused = b.may_engage()
+    assert not refused.allowed
+    assert refused.reason == f"quorum reached (1/1); shared state: engaged by a (token {token})"
+    # A shared pause stops every actor too.
+    a.client.put("/t/shared/pause", json.dumps({"paused": True, "by": "ops", "reason": "tests"}))
+    assert "paused through the quorum store by ops (tests)" in b.may_engage().reason
+    a.client.delete("/t/shared/pause")
+    # a restored and wrote its hold-down (100 s left when written): b counts it down
+    # on its own clock from when it saw the write.
+    a.client.put("/t/shared/state", SharedState("watching", "a", 7, "a",
+                                                 hold_down_left=100.0).to_json())
+    assert "hold-down after the restore by a: 100s left" in b.may_engage().reason
+    clock.now += 60
+    b.publish("failed", 3, True)
+    assert "hold-down after the restore by a: 40s left" in b.may_engage().reason
+    clock.now += 41
+    b.publish("failed", 3, True)
+    decision = b.may_engage()
+    assert decision.allowed, decision.reason
+    # Not a shared state at all: never guessed, b refuses.
+    b.release()
+    a.client.put("/t/shared/state", "not json")
+    assert "holds no shared state this engine can read" in b.may_engage().reason
+    snap = b.snapshot()
+    assert snap["shared"]["known"] is False and snap["store"]["reachable"] is True
+
+
+@pytest.mark.integration
+def test_snapshot_says_unknown_when_the_store_is_gone(etcd_cluster: EtcdCluster) -> None:
+    a = Quorum(spec(etcd_cluster, "a", down=1), interval=0.2)
+    a.publish("failed", 3, True)
+    assert a.observe() is not None
+    snap = a.snapshot()
+    assert snap["store"] == {"reachable": True, "problem": None}
+    assert snap["agreeing"] == 1 and snap["fresh"] == ["a"]
+    assert snap["shared"] == {"known": True, "problem": None}  # nothing written yet
+    etcd_cluster.stop_all()
+    assert a.publish("failed", 4, True) is not None
+    assert a.observe() is None
+    snap = a.snapshot()
+    assert snap["store"]["reachable"] is False
+    assert snap["store"]["problem"].startswith("quorum store unreachable")
+    assert snap["shared"]["known"] is False and snap["agreeing"] is None

@@ -21,7 +21,7 @@ DOCUMENTED = {
     "last_cycle", "last_outcome", "next_probe", "probes", "jobs", "lock", "spooled_mail",
     "hold_down_until", "hold_down_active", "aborted_reason", "run", "last_run", "counts",
     "never_run", "down_since", "disarmed", "disarmed_since", "guards_failed_cycles",
-    "live_data_problems", "outbox", "readiness",
+    "live_data_problems", "outbox", "readiness", "quorum",
 }
 
 
