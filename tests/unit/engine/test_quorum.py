@@ -2,14 +2,28 @@
 (against a real 3-member etcd, tests/fixtures/etcd.py)."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from engine.quorum import Quorum, QuorumSpec, quorum_reference_problems, quorum_spec
-from engine.quorum_shared import SharedState
+from engine.failover import Engine
+from engine.monitor import Monitor
+from engine.paths import StatePaths
+from engine.policy import MonitorSpec, Policy, ProbeSpec, Step
+from engine.quorum import (
+    Quorum,
+    QuorumSpec,
+    engage_by_operator,
+    quorum_reference_problems,
+    quorum_spec,
+)
+from engine.quorum_shared import SharedState, current_view, status_lines
+from engine.state import StateStore, utcnow
+from engine.states import State
 from tests.fixtures.etcd import EtcdCluster
 from tests.support import wait_until
 
@@ -231,3 +245,114 @@ def test_snapshot_says_unknown_when_the_store_is_gone(etcd_cluster: EtcdCluster)
     assert snap["store"]["reachable"] is False
     assert snap["store"]["problem"].startswith("quorum store unreachable")
     assert snap["shared"]["known"] is False and snap["agreeing"] is None
+
+
+def quorum_policy(tmp_path: Path, url: str, cluster: EtcdCluster, **quorum: object) -> Policy:
+    """One actor `a` that decides alone (down: 1), engaging with one lock step."""
+    block = {"endpoints": cluster.endpoints, "name": "a", "observers": ["a", "b"],
+             "actors": ["a"], "engage_when": {"down": 1}, "prefix": "/t/", "timeout": "500ms",
+             "lease_ttl": "30s", **quorum}
+    return Policy(path=tmp_path / "p.yaml", name="q", state_dir=tmp_path / "state",
+                  monitor=MonitorSpec(target="production", interval=1.0, failures_to_engage=2),
+                  probes={"production": ProbeSpec("production", "http",
+                                                  {"url": url, "timeout": "1s"})},
+                  engage=[Step("lock", {"state": "present"}, where="engage[0]")],
+                  restore=[Step("lock", {"state": "absent"}, where="restore[0]")],
+                  raw={"quorum": block})
+
+
+@pytest.mark.integration
+def test_the_monitor_mirrors_transitions_and_shows_them(
+        tmp_path: Path, http_server, etcd_cluster: EtcdCluster) -> None:
+    policy = quorum_policy(tmp_path, http_server.url("/"), etcd_cluster)
+    engine = Engine(policy, StateStore(policy.state_dir), send_mail=False)
+    monitor = Monitor(engine)
+    monitor.cycle()
+    view = current_view(policy, StatePaths(policy.state_dir).quorum_snapshot, utcnow())
+    assert view is not None and not view["stale"]
+    assert "shared: nothing in the store yet" in "\n".join(status_lines(view))
+    http_server.stop()
+    monitor.cycle()
+    monitor.cycle()  # prolonged: a takes the key and engages; each transition mirrored
+    assert engine.record.state == State.ENGAGED
+    metrics = (policy.state_dir / "metrics.prom").read_text()
+    assert 'failover_engine_quorum_observers_agreeing{policy="q"} 1' in metrics
+    assert 'failover_engine_quorum_observers_needed{policy="q"} 1' in metrics
+    quorum = monitor.quorum
+    assert quorum is not None and quorum.holding is not None
+    token = quorum.holding.token
+    stored = SharedState.parse(etcd_cluster.client().get("/t/shared/state").value)
+    assert stored is not None
+    assert (stored.state, stored.holder, stored.token) == ("engaged", "a", token)
+    assert stored.reason == "engaging → engaged (engaged)"
+    assert stored.run is not None and (stored.run["phase"], stored.run["last_step"],
+                                       stored.run["last_step_name"]) == ("engage", 1, "lock")
+    monitor.cycle()
+    text = "\n".join(status_lines(current_view(
+        policy, StatePaths(policy.state_dir).quorum_snapshot, utcnow())))
+    assert f"shared: engaged by a (token {token}), changed by a" in text
+    assert f"leader key: held by this engine (token {token}, " in text
+    metrics = (policy.state_dir / "metrics.prom").read_text()
+    assert 'failover_engine_quorum_store_reachable{policy="q"} 1' in metrics
+    assert 'failover_engine_quorum_leader_held{policy="q"} 1' in metrics
+    assert f'failover_engine_quorum_leader_token{{policy="q"}} {token}' in metrics
+    # Engaged, a no longer calls the outage prolonged (nothing left to engage).
+    assert 'failover_engine_quorum_observers_agreeing{policy="q"} 0' in metrics
+    assert 'failover_engine_quorum_observers_fresh{policy="q"} 1' in metrics
+    assert 'failover_engine_quorum_shared_state_known{policy="q"} 1' in metrics
+    # Restored: the final armed state goes to the store before the key is given back.
+    engine.restore()
+    monitor.cycle()
+    assert quorum.holding is None and etcd_cluster.client().get("/t/leader") is None
+    stored = SharedState.parse(etcd_cluster.client().get("/t/shared/state").value)
+    assert stored is not None and stored.state == "watching" and stored.token == token
+    assert stored.hold_down_left is not None and stored.hold_down_left > 3000
+    # The store gone: status says the shared state is unknown, never the last answer.
+    etcd_cluster.stop_all()
+    monitor.cycle()
+    view = current_view(policy, StatePaths(policy.state_dir).quorum_snapshot, utcnow())
+    text = "\n".join(status_lines(view))
+    assert "store: UNREACHABLE (quorum store unreachable: " in text
+    assert "shared: unknown (quorum store unreachable: " in text
+    metrics = (policy.state_dir / "metrics.prom").read_text()
+    assert 'failover_engine_quorum_store_reachable{policy="q"} 0' in metrics
+    assert 'failover_engine_quorum_shared_state_known{policy="q"} 0' in metrics
+    assert "failover_engine_quorum_leader_token{" not in metrics
+
+
+@pytest.mark.integration
+def test_a_reload_applies_a_changed_quorum_block_but_not_while_busy(
+        tmp_path: Path, http_server, etcd_cluster: EtcdCluster,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="failover_engine")
+    policy = quorum_policy(tmp_path, http_server.url("/"), etcd_cluster)
+    changed = quorum_policy(tmp_path, http_server.url("/"), etcd_cluster, lease_ttl="20s")
+    engine = Engine(policy, StateStore(policy.state_dir), send_mail=False)
+    monitor = Monitor(engine, reload=lambda: changed)
+    first = monitor.quorum
+    assert first is not None
+    engage_by_operator(first, engine, lambda: engine.engage(manual=True),
+                       without_quorum=False, who="test")
+    assert engine.record.state == State.ENGAGED and first.holding is not None
+    monitor.reload_requested.set()
+    monitor._maybe_reload()
+    assert monitor.quorum is first  # holding the key while engaged: kept
+    assert "quorum settings change deferred until armed" in caplog.text
+    monitor.cycle()
+    assert monitor.quorum is first and first.holding is not None
+    engine.restore()
+    monitor.cycle()  # armed again: the old one lets go, the new one is in force
+    assert monitor.quorum is not first and monitor.quorum is not None
+    assert monitor.quorum.spec.lease_ttl == 20.0
+    assert first.holding is None and etcd_cluster.client().get("/t/leader") is None
+    stored = etcd_cluster.client().get("/t/shared/state")
+    assert stored is not None and json.loads(stored.value)["state"] == "watching"
+    assert "SIGHUP: quorum settings applied" in caplog.text
+    # The block removed: this observer decides alone, its snapshot goes.
+    alone = quorum_policy(tmp_path, http_server.url("/"), etcd_cluster)
+    alone = dataclasses.replace(alone, raw={})
+    monitor._reload = lambda: alone
+    monitor.reload_requested.set()
+    monitor._maybe_reload()
+    assert monitor.quorum is None
+    assert not StatePaths(policy.state_dir).quorum_snapshot.exists()
