@@ -153,6 +153,20 @@ class _VersionAction(argparse.Action):
         sys.exit(0)
 
 
+# With a quorum: block (engine/quorum_requests.py), for engage, restore and reset.
+_QUORUM_NOTE = ("With a quorum: block: on an observer that is not one of quorum.actors the "
+                "request goes through the quorum's store to an actor, and this command waits "
+                "for its reply (exit 1 on a refusal or when no actor picks it up); on an actor "
+                "engage, restore and reset need the quorum's leader key (refused, exit 1, "
+                "when another engine holds it or the store cannot be reached).")
+
+
+def _wait_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wait", metavar="DURATION",
+                   help="how long to wait for the monitor (or, through the quorum's store, an "
+                   "actor) to pick the request up; nothing is done if none does (default 15s)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line, with --help text for every command."""
     parser = _Parser(
@@ -190,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("engage", help="engage the failover now (planned outage)",
                        description="Engage immediately. If the monitor is running it is asked to "
-                       "do it; otherwise this process runs the engage steps.")
+                       "do it; otherwise this process runs the engage steps. " + _QUORUM_NOTE)
     p.add_argument("--now", action="store_true", required=True,
                    help="required: confirms an immediate engage (overrides the hold-down)")
     p.add_argument("--force", action="store_true",
@@ -198,16 +212,21 @@ def build_parser() -> argparse.ArgumentParser:
                    "override is written to the audit log and the ENGAGED message")
     p.add_argument("--without-quorum", action="store_true",
                    help="with a quorum: block, engage without the quorum's leader key (the "
-                   "day etcd itself is gone); written to the log and the audit log")
-    sub.add_parser("restore", help="run the restore steps (DNS back, wait, re-arm)",
-                   description="Fail back: run the policy's restore steps (DNS back to "
-                   "production, wait for it to settle, re-arm). Allowed from engaged, aborted "
-                   "or an interrupted restore; refused (exit 1, reason on stderr) otherwise. "
-                   "With a monitor running it is asked to do it and this command follows it.")
-    sub.add_parser("reset", help="leave `aborted` once the cause is fixed; clears the count",
-                   description="Leave `aborted` after fixing what made a step fail, and clear "
-                   "the failure count (the next failed probe starts again from 1). Refused "
-                   "(exit 1) in any other state.")
+                   "day etcd itself is gone; on an actor only); written to the log and the "
+                   "audit log")
+    _wait_option(p)
+    p = sub.add_parser("restore", help="run the restore steps (DNS back, wait, re-arm)",
+                       description="Fail back: run the policy's restore steps (DNS back to "
+                       "production, wait for it to settle, re-arm). Allowed from engaged, "
+                       "aborted or an interrupted restore; refused (exit 1, reason on stderr) "
+                       "otherwise. With a monitor running it is asked to do it and this "
+                       "command follows it. " + _QUORUM_NOTE)
+    _wait_option(p)
+    p = sub.add_parser("reset", help="leave `aborted` once the cause is fixed; clears the "
+                       "count", description="Leave `aborted` after fixing what made a step "
+                       "fail, and clear the failure count (the next failed probe starts again "
+                       "from 1). Refused (exit 1) in any other state. " + _QUORUM_NOTE)
+    _wait_option(p)
     p = sub.add_parser("repair-state", help="rebuild a missing or damaged state file from "
                        "the evidence", description="Conclude the engine's state from the "
                        "evidence (engage lock, parked cron file, the state file's journal, the "
@@ -221,9 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "state dir holds it across restarts; probes keep running and are "
                        "reported, nothing engages.")
     p.add_argument("--reason", default="", help="why (shown in status)")
-    sub.add_parser("resume", help="leave maintenance mode",
-                   description="Remove the `paused` switch file; the monitor re-arms within "
-                   "a second, with the failure count cleared.")
+    _wait_option(p)
+    p = sub.add_parser("resume", help="leave maintenance mode",
+                       description="Remove the `paused` switch file; the monitor re-arms "
+                       "within a second, with the failure count cleared. With a quorum: "
+                       "block pause and resume are shared through the store: an actor "
+                       "holding the leader key writes them (asked through the store when "
+                       "this observer only votes or its monitor runs).")
+    _wait_option(p)
 
     p = sub.add_parser("status", help="state, failure count, last probes, last job results",
                        description="What the engine is doing, read from the state dir "

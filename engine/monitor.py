@@ -442,6 +442,10 @@ class Monitor:
                 raise
             write_reply(paths, reply)
         prune_replies(paths)
+        if self.quorum is not None:  # requests left in the quorum's store (actors only)
+            from engine.quorum_requests import pump
+
+            pump(self)
 
     def _answer(self, request: Request | BadRequest) -> Reply:
         """Act on one request; the reply says whether the machine accepted it, and why not."""
@@ -453,17 +457,11 @@ class Monitor:
         name = request.kind
         log.info("request from the command line: %s (by %s)", name, request.requested_by)
         try:
-            if name == "engage":
-                from engine.quorum import engage_by_operator
+            # With a quorum block engage, restore and reset hold the leader key.
+            from engine.quorum_requests import execute
 
-                engage_by_operator(self.quorum, engine,
-                                   lambda: engine.engage(manual=True, force=request.force),
-                                   without_quorum=request.without_quorum,
-                                   who=request.requested_by)
-            elif name == "restore":
-                engine.restore()
-            else:
-                engine.reset()
+            execute(self.quorum, engine, name, who=request.requested_by, force=request.force,
+                    without_quorum=request.without_quorum)
         except FailoverError as exc:
             log.error("request %s refused: %s", name, exc)
             engine.record.last_outcome = f"request {name} refused: {exc}"

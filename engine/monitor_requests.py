@@ -74,7 +74,8 @@ class BadRequest(ValueError):
         self.request_id = request_id
 
 
-def _caller() -> str:
+def caller() -> str:
+    """Who runs this command: `user (pid N)`."""
     try:
         user = pwd.getpwuid(os.getuid()).pw_name
     except KeyError:
@@ -92,7 +93,7 @@ def submit(paths: StatePaths, kind: str, requested_by: str | None = None, *,
     """Leave a request for the monitor; returns it (its id names the reply to wait for)."""
     if kind not in KINDS:
         raise ValueError(f"unknown request kind {kind!r} (known: {', '.join(KINDS)})")
-    request = Request(new_request_id(kind), kind, requested_by or _caller(), isotime(),
+    request = Request(new_request_id(kind), kind, requested_by or caller(), isotime(),
                       force=force and kind == "engage",
                       without_quorum=without_quorum and kind == "engage")
     ensure_private_dir(paths.requests_dir)
