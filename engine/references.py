@@ -3,7 +3,8 @@
 The monitor's target and guards, and probe steps (`x-probe-refs`), name probes; secret
 references (the properties each fragment lists under `x-secret-refs`) name entries of
 `secrets`; step labels are unique within a phase; a window's failures fit in its cycles;
-notify needs the notify block.
+notify needs the notify block; with a `quorum:` block, steps that act on this host's
+files run on one actor only (engine/runs_on.py).
 """
 from __future__ import annotations
 
@@ -112,6 +113,11 @@ def reference_problems(source: Source, schemas: Schemas) -> list[Finding]:
         for path, message in quorum_reference_problems(data["quorum"],
                                                         monitor.get("interval")):
             add(("quorum", *path), message)
+        from engine.runs_on import runs_on_problems
+
+        # Steps acting on this host's files cannot run on whichever actor holds the key.
+        for path, message in runs_on_problems(data, schemas):
+            add(path, message)
     if isinstance(data.get("notify"), dict):
         check_secrets(("notify",), data["notify"], schemas.fragment("notify-config.json"))
     elif "notify" not in data:

@@ -13,7 +13,11 @@ tools; `python -m engine.schemacheck --write` regenerates it and a test fails wh
 stale. Fragments also declare what the engine must know about a kind besides validation:
 `x-path` (a path resolved against the policy's directory), `x-writes` ("file" or "dir":
 what the step writes, read by engine/render.py for the unit's writable paths),
-`x-secret-refs`, and `default` on a common option (notify's `on_error: continue`).
+`x-secret-refs`, `default` on a common option (notify's `on_error: continue`), and
+`x-runs-on` on every step fragment: "actor" (the step acts on this host's files or
+services, so under a quorum it must run where the data is) or "anywhere" (it acts on
+something remote: DNS, mail, a probe). A registered kind whose fragment lacks it, or says
+anything else, is refused when the schemas load (engine/runs_on.py uses it).
 """
 from __future__ import annotations
 
@@ -98,6 +102,12 @@ class Schemas:
         return {name: sub["x-writes"] for name, sub in properties.items()
                 if isinstance(sub, dict) and sub.get("x-writes") in WRITE_KINDS}
 
+    def runs_on(self, kind: str) -> str | None:
+        """Where a step of `kind` may run: "actor" or "anywhere" (its fragment's
+        `x-runs-on`); None when the kind has no fragment (reported where it is used)."""
+        value = self.fragment(f"steps/{kind}.json").get("x-runs-on")
+        return value if value in RUNS_ON else None
+
     def option_default(self, kind: str, option: str) -> Any:
         """The default of a common step option for `kind`: the kind's fragment's own
         `default` for it (notify: on_error continue), else common.json's, else None."""
@@ -110,6 +120,9 @@ class Schemas:
 
 
 WRITE_KINDS = ("file", "dir")
+# `x-runs-on` of a step fragment: "actor" acts on this host's files or services (a lock
+# file, cron, a local dump, a program run here); "anywhere" acts on something remote.
+RUNS_ON = ("actor", "anywhere")
 # (main schema definition, fragment folder, registry table) for each kind of thing.
 _KIND_TABLES = (("step", "steps", "STEP_KINDS"), ("probe", "probes", "PROBE_KINDS"))
 
@@ -191,6 +204,9 @@ def _load_schemas(schema_dir: Path,
     if MAIN_SCHEMA not in by_id:
         raise PolicyError([f"{schema_dir}/policy.schema.json: missing (a broken install)"])
     by_id[MAIN_SCHEMA] = assemble_main(by_id[MAIN_SCHEMA], dict(kinds))
+    undeclared = runs_on_problems(by_id, dict(kinds).get("step", ()), schema_dir)
+    if undeclared:
+        raise PolicyError(undeclared)
     missing = frozenset(_referenced_documents(by_id) - set(by_id))
     from engine.schemakeywords import extend_validator
 
@@ -198,6 +214,25 @@ def _load_schemas(schema_dir: Path,
     validator = make_validator(extend_validator(Draft202012Validator), MAIN_SCHEMA,
                                by_id, missing)
     return Schemas(by_id=by_id, validator=validator, missing=missing, directory=schema_dir)
+
+
+def runs_on_problems(by_id: Mapping[str, Any], step_kinds: Iterable[str],
+                     schema_dir: Path) -> list[str]:
+    """One line for each registered step kind whose fragment does not declare where it
+    runs (`"x-runs-on": "actor"` or `"anywhere"`). A kind without a fragment is left to
+    `schema_problems`, which names it where a policy uses it."""
+    lines = []
+    for kind in step_kinds:
+        fragment = by_id.get(f"{SCHEMA_BASE}steps/{kind}.json")
+        if not isinstance(fragment, dict) or fragment.get("x-runs-on") in RUNS_ON:
+            continue
+        found = ("is missing" if "x-runs-on" not in fragment
+                 else f"is {json.dumps(fragment['x-runs-on'])}")
+        lines.append(f"{schema_dir / 'steps' / f'{kind}.json'}: \"x-runs-on\" {found}; "
+                     "declare \"actor\" (the step acts on this host's files or services) or "
+                     "\"anywhere\" (it acts on something remote: DNS, mail, a probe); see "
+                     "HACKING.md, \"A new step kind\"")
+    return lines
 
 
 def internal_id(relative: str, declared: Any = None) -> str:
@@ -538,6 +573,12 @@ def main(argv: Iterable[str] | None = None) -> int:
     """`python -m engine.schemacheck [--write]`: check (or rewrite) policy.schema.json's
     list of step and probe kinds against actions/registry.py."""
     args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        load_schemas()  # a fragment without its x-runs-on (or broken JSON) is refused
+    except PolicyError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return 1
     stale = stale_main_schema()
     if stale is None:
         print("policy.schema.json lists the registry's step and probe kinds")

@@ -7,7 +7,9 @@ a launcher, since the real actions/registry.py must not change), the schema frag
 test. Nothing else is edited: not policy.schema.json, not engine/render.py. Then
 `validate`, `dry-run engage`, `engage --now` (a real run) and `install --dry-run` go
 through the command line in a subprocess, and the unit's ReadWritePaths names the
-directory of `target`, which the fragment's `x-writes` declares.
+directory of `target`, which the fragment's `x-writes` declares. The fragment also says
+where the kind runs (`x-runs-on: actor`: it writes this host's files): without it the
+schemas do not load, and with it a quorum policy naming two actors refuses the step.
 """
 from __future__ import annotations
 
@@ -69,6 +71,7 @@ FRAGMENT = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": SCHEMA_BASE + "steps/flag.json",
     "title": "flag",
+    "x-runs-on": "actor",
     "description": "Write one line into a file. Example: {target: /run/flags/engaged, text: on}.",
     "type": "object",
     "$ref": "common.json#/$defs/options",
@@ -164,6 +167,29 @@ def test_a_kind_made_by_the_recipe_validates_plans_runs_and_gets_write_access(
     writable = line.lstrip("+ ").removeprefix("ReadWritePaths=").split()
     assert writable == [str(tmp_path / "state"), f"-{tmp_path / 'flags'}"]
     assert not (tmp_path / "root").exists()  # --dry-run wrote nothing
+
+    # Where it runs: `actor`, so two actors under a quorum cannot both run it.
+    quorum = policy.read_text().replace("engage:\n", textwrap.dedent("""\
+        quorum:
+          endpoints: [http://127.0.0.1:9]
+          name: standby
+          observers: [standby, obs1]
+          actors: [standby, obs1]
+          engage_when: {down: 2}
+        engage:
+        """))
+    two = tmp_path / "two-actors.yaml"
+    two.write_text(quorum)
+    refused = subprocess.run([sys.executable, str(launcher), "--policy", str(two), "validate"],
+                             capture_output=True, text=True, timeout=120, env=env)
+    assert refused.returncode == 2
+    assert "engage step 1 (flag) acts on this host's files or services" in refused.stderr
+    # Without its x-runs-on the fragment is refused, one line naming the file.
+    fragment = tmp_path / "schemas" / "steps" / "flag.json"
+    fragment.write_text(json.dumps({k: v for k, v in FRAGMENT.items() if k != "x-runs-on"}))
+    undeclared = cli("validate")
+    assert undeclared.returncode == 2
+    assert undeclared.stderr.startswith(f'{fragment}: "x-runs-on" is missing; declare "actor"')
 
     # The same kind without its fragment is refused by name, so the fragment is what
     # made it valid (and without the registry line the CLI does not know it either).

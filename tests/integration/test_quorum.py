@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -63,11 +64,14 @@ def production() -> Iterator[Production]:
     server.close()
 
 
+# Several actors: only steps that run anywhere (x-runs-on; a `lock` step would be refused
+# by validate). The `reachable` probe is a tcp probe of the test server, which still
+# listens while "down".
 STEPS = """\
 engage:
-  - lock: {state: present}
+  - probe: {name: reachable}
 restore:
-  - lock: {state: absent}
+  - probe: {name: reachable}
 """
 
 
@@ -76,6 +80,7 @@ def write_policy(root: Path, name: str, url: str, endpoints: list[str], *,
                  steps: str = STEPS) -> Path:
     """One observer's policy: by default all three observers are actors, two must agree."""
     policy = root / f"{name}.yaml"
+    server = urlsplit(url)
     policy.write_text(f"""\
 version: 1
 name: quorum-test
@@ -83,6 +88,8 @@ state_dir: state-{name}
 probes:
   production:
     http: {{url: "{url}", timeout: 500ms}}
+  reachable:
+    tcp: {{host: {server.hostname}, port: {server.port}, timeout: 500ms}}
 monitor:
   target: production
   interval: 400ms
@@ -361,4 +368,6 @@ def test_engage_now_needs_the_leader_key_unless_without_quorum(
     audit = [json.loads(line) for line in
              (tmp_path / "state-obs3" / "audit.jsonl").read_text().splitlines()]
     assert audit[0]["kind"] == "quorum" and audit[0]["outcome"] == "without-quorum"
-    assert [a["step"] for a in audit[1:]] == ["engage step 1"]
+    # The probe step changes nothing, so it is journalled, not audited.
+    assert [a["step"] for a in audit[1:]] == []
+    assert "engage step 1" in forced.stdout, forced.stdout

@@ -317,7 +317,7 @@ def test_a_registered_kind_with_a_fragment_validates_without_editing_the_main_sc
     schema_dir = copy_schemas(tmp_path)
     (schema_dir / "steps" / "touch.json").write_text(json.dumps({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": SCHEMA_BASE + "steps/touch.json", "title": "touch",
+        "$id": SCHEMA_BASE + "steps/touch.json", "title": "touch", "x-runs-on": "actor",
         "description": "Create a file.", "type": "object",
         "$ref": "common.json#/$defs/options",
         "properties": {"path": {"type": "string", "description": "The file.",
