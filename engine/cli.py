@@ -164,7 +164,8 @@ _QUORUM_NOTE = ("With a quorum: block: on an observer that is not one of quorum.
 def _wait_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wait", metavar="DURATION",
                    help="how long to wait for the monitor (or, through the quorum's store, an "
-                   "actor) to pick the request up; nothing is done if none does (default 15s)")
+                   "actor) to pick the request up; nothing is done if none does (default "
+                   "15s; through the store at least two monitor intervals)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -44,7 +44,13 @@ from typing import Any
 from engine.errors import FailoverError
 from engine.etcd import EtcdClient, EtcdError, KeyValue, b64
 from engine.monitor_requests import BadRequest, caller, new_request_id
-from engine.quorum import BUSY_STATES, _holder, _store_problem, engage_by_operator
+from engine.quorum import (
+    BUSY_STATES,
+    _holder,
+    _store_problem,
+    engage_by_operator,
+    mirror_engine,
+)
 from engine.state import isotime
 from engine.states import ARMED, State
 
@@ -202,10 +208,14 @@ def leader_key(quorum: Any, engine: Any, kind: str) -> Iterator[int]:
 
 
 def release_if_idle(quorum: Any, engine: Any) -> None:
-    """Give a key taken for an operator's request back unless the standby serves (or may):
-    the key is kept while engaging, engaged, restoring or aborted (engine/quorum.py)."""
-    if quorum is not None and quorum.holding is not None and \
-            str(engine.record.state) not in BUSY_STATES:
+    """After an operator's request: mirror our engine into the shared state while we hold
+    the key (a command acting without a monitor has no other mirror), then give the key
+    back unless the standby serves (or may): it is kept while engaging, engaged, restoring
+    or aborted (engine/quorum.py)."""
+    if quorum is None or quorum.holding is None:
+        return
+    mirror_engine(quorum, engine)
+    if str(engine.record.state) not in BUSY_STATES:
         quorum.release()
 
 

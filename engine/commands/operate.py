@@ -47,11 +47,11 @@ def print_report(report: RunReport) -> None:
               f"{r.step.name}: {r.summary}")
 
 
-def _wait(args: argparse.Namespace) -> float:
+def _wait(args: argparse.Namespace, default: float = PICKUP_TIMEOUT) -> float:
     """`--wait`: how long to wait for the monitor (or an actor) to pick a request up."""
     value = getattr(args, "wait", None)
     if value is None:
-        return PICKUP_TIMEOUT
+        return default
     try:
         return parse_duration(value, positive=True, maximum=3600)
     except ValueError as exc:
@@ -81,7 +81,9 @@ def _ask_quorum(args: argparse.Namespace, policy: Policy, kind: str, *, force: b
             f"--without-quorum acts without the store, on an actor only; observer "
             f"{quorum.spec.name} only votes (quorum.actors: {', '.join(quorum.spec.actors)}): "
             "run it on an actor's host; nothing was done")
-    reply = ask(quorum, kind, force=force, reason=reason, pickup=_wait(args))
+    # An actor's monitor looks at the store once a cycle: wait for two of them at least.
+    default = max(PICKUP_TIMEOUT, 2 * policy.monitor.interval + 2 * quorum.spec.timeout)
+    reply = ask(quorum, kind, force=force, reason=reason, pickup=_wait(args, default))
     if not reply.accepted:
         raise FailoverError(f"{reply.actor} refused the {kind}: {reply.reason}")
     print(f"done by {reply.actor}: its state is {reply.state}"

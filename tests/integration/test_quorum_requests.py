@@ -171,3 +171,5 @@ def test_restore_and_reset_on_an_actor_need_the_leader_key(
     assert restored.returncode == 0, restored.stdout + restored.stderr
     assert group.state("obs1")["state"] == "watching"
     assert store.get("/fe-test/leader") is None  # given back once armed
+    shared = store.get("/fe-test/shared/state")  # mirrored before it was given back
+    assert shared is not None and json.loads(shared.value)["state"] == "watching"
