@@ -36,9 +36,19 @@ Without a `quorum:` block nothing here runs and one observer decides alone. With
   runs fenced by it; `--without-quorum` acts without it and says so in the log and the
   audit log (`"kind": "quorum", "outcome": "without-quorum"`).
 
-Not yet (issue 14): the shared state, journal, hold-down, pause and requests in the store
-under the token; `restore` and `reset` requiring the lease; `x-runs-on`; quorum metrics of
-their own; a policy reload does not change the quorum settings (restart the monitor).
+- **Shared state** (engine/quorum_shared.py): while it holds the leader key, the holder
+  mirrors its engine (state, journal position, hold-down left, last transition) into
+  `<prefix>shared/state` on every transition and every cycle, through a transaction
+  fenced by its token (`write_shared`; refused = deposed: `halt`), and writes its final
+  armed state before it lets the key go. Every observer reads the prefix once a cycle
+  (`observe()`): the monitor leaves that view in `quorum.json` for `status` and the
+  quorum metrics, and an actor also refuses while the shared state says another engine
+  is busy or held down after its restore, or `<prefix>shared/pause` says paused.
+- A policy reload applies a changed `quorum:` block (the old Quorum closed, a new one
+  built), except while this engine holds the key in a busy state: then once armed.
+
+Not yet (issue 14): requests in the store under the token; `restore` and `reset`
+requiring the lease; `x-runs-on`.
 """
 from __future__ import annotations
 

@@ -35,9 +35,12 @@ SHARED_PAUSE = "shared/pause"
 SNAPSHOT_FORMAT = 1
 # Engine states in which a standby is (or may be) serving: no other actor may engage.
 BUSY = tuple(str(state) for state in (*STANDBY_BUSY, State.ABORTED))
-# A snapshot older than this many monitor intervals (plus the store timeout) is no longer
-# what the store says: `status` and the metrics then call the shared state unknown.
+# A snapshot older than this many monitor intervals (plus the store timeout; as `check
+# engine` judges the monitor alive) is no longer what the store says: `status` and the
+# metrics then call the shared state unknown. Never less than STALE_FLOOR seconds: a cycle
+# with a sub-second interval can take longer than its interval.
 STALE_INTERVALS = 3
+STALE_FLOOR = 5.0
 
 
 @dataclass(frozen=True)
@@ -200,7 +203,7 @@ def current_view(policy: Any, path: Path, now: datetime) -> dict[str, Any] | Non
     age = snapshot_age(data, now)
     interval = float(getattr(getattr(policy, "monitor", None), "interval", 0) or 0)
     limit = STALE_INTERVALS * interval + float(data.get("timeout") or 0)
-    stale = age is None or age > max(limit, 1.0)
+    stale = age is None or age > max(limit, STALE_FLOOR)
     view = dict(data)
     view.update(needed=needed, stale=stale, age_seconds=None if age is None else round(age, 3))
     if stale:

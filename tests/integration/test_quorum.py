@@ -202,6 +202,45 @@ def test_s1_production_down_gives_exactly_one_engage(etcd_cluster: EtcdCluster,
         assert group.state(other)["state"] == "suspect"
 
 
+def test_a_voter_mirrors_the_actors_shared_state_in_status_and_metrics(
+        etcd_cluster: EtcdCluster, production: Production, observers_factory,
+        tmp_path: Path) -> None:
+    # The GOCDB shape: obs1 acts, obs2 and obs3 only vote. Once obs1 engaged, obs2's own
+    # state stays suspect, but its status and metrics show the shared state from the store.
+    group = observers_factory({n: production.url for n in NAMES}, etcd_cluster.endpoints,
+                              actors="[obs1]")
+    wait_until(lambda: all(group.cycles(n) >= 2 for n in NAMES), 60, "two cycles each")
+    production.down = True
+    wait_until(lambda: group.state("obs1").get("state") == "engaged", 60, "obs1 to engage")
+    leader = etcd_cluster.client().get("/fe-test/leader")
+    assert leader is not None
+    token = leader.create_revision
+    wait_until(lambda: f"shared: engaged by obs1 (token {token})" in group.status("obs2"), 30,
+               "obs2's status to mirror the shared state")
+    assert group.state("obs2")["state"] == "suspect"
+    done = subprocess.run([*ENGINE, "--policy", str(group.policies["obs2"]), "status",
+                           "--json"], capture_output=True, text=True, timeout=30)
+    shared = json.loads(done.stdout)["quorum"]["shared"]
+    assert (shared["known"], shared["state"], shared["holder"], shared["token"]) == (
+        True, "engaged", "obs1", token)
+    assert shared["run"]["phase"] == "engage" and shared["run"]["last_step"] == 1
+
+    def metric(name: str, family: str) -> str | None:
+        text = (tmp_path / f"state-{name}" / "metrics.prom").read_text()
+        for line in text.splitlines():
+            if line.startswith(f"failover_engine_quorum_{family}{{"):
+                return line.rsplit(" ", 1)[1]
+        return None
+
+    assert metric("obs2", "store_reachable") == "1"
+    assert metric("obs2", "leader_held") == "0"
+    assert metric("obs2", "leader_token") == str(token)
+    assert metric("obs2", "shared_state_known") == "1"
+    assert metric("obs2", "observers_needed") == "2"
+    assert metric("obs1", "leader_held") == "1"
+    assert float(metric("obs1", "leader_deadline_seconds") or 0) > 0
+
+
 def test_s5_etcd_leader_killed_then_production_down(etcd_cluster: EtcdCluster,
                                                    production: Production,
                                                    observers_factory) -> None:
