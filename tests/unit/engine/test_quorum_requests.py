@@ -93,3 +93,17 @@ def test_the_shared_pause_reads_back_as_the_mirror_reads_it() -> None:
     assert paused == SharedPause(True, "alice through observer obs2", "window")
     resumed = SharedPause.parse(pause_document(False, "bob"))
     assert resumed is not None and resumed.paused is False
+
+
+@pytest.mark.parametrize("value", ["soon", "0s", "-1s", "2h"])
+def test_a_bad_wait_is_one_line_and_exit_2(value: str) -> None:
+    import argparse
+
+    from engine.commands.operate import _wait
+    from engine.errors import UsageError
+
+    with pytest.raises(UsageError, match=f"--wait {value}: ") as caught:
+        _wait(argparse.Namespace(wait=value))
+    assert caught.value.exit_code == 2
+    assert _wait(argparse.Namespace(wait="2s")) == 2.0
+    assert _wait(argparse.Namespace(wait=None), 40.0) == 40.0
