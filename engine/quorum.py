@@ -47,8 +47,8 @@ Without a `quorum:` block nothing here runs and one observer decides alone. With
 - A policy reload applies a changed `quorum:` block (the old Quorum closed, a new one
   built), except while this engine holds the key in a busy state: then once armed.
 
-Not yet (issue 14): requests in the store under the token; `restore` and `reset`
-requiring the lease; `x-runs-on`.
+Requests through the store and `restore`/`reset`/`pause` holding the key live in
+engine/quorum_requests.py; where steps may run (`x-runs-on`) in engine/runs_on.py.
 """
 from __future__ import annotations
 
