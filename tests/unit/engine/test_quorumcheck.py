@@ -88,13 +88,16 @@ def test_closed_ports_are_each_named_and_fail_the_host_check(
 
 def test_one_member_down_is_named_the_others_reached(
         etcd_cluster: EtcdCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    etcd_cluster.stop(2)
+    # A follower, so the other two keep their leader (no election to wait through).
+    leader = etcd_cluster.leader()
+    down = next(i for i in range(3) if i != leader)
+    etcd_cluster.stop(down)
     path = write_policy(tmp_path, etcd_cluster.endpoints)
     code, out, err = validate_host(path, capsys)
     assert code == 2
-    assert len(out) == 2 and all("reachable (etcd" in line for line in out)
-    assert err == [f"{path}: host check: quorum.endpoints[2]: {etcd_cluster.endpoints[2]}: "
-                   "unreachable: connection refused"]
+    assert len(out) == 2 and all("reachable (etcd" in line for line in out), out + err
+    assert err == [f"{path}: host check: quorum.endpoints[{down}]: "
+                   f"{etcd_cluster.endpoints[down]}: unreachable: connection refused"]
 
 
 def test_majority_lost_the_last_member_answers_without_a_leader(
