@@ -190,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "errors print as FILE:LINE:COL: key.path: message.")
     p.add_argument("--host", action="store_true",
                    help="also check this machine: secret files and their modes, certificates, "
-                   "binaries the steps need")
+                   "binaries the steps need, and (with a quorum: block) each etcd endpoint: "
+                   "reachable, logged in, with a leader")
 
     p = sub.add_parser("dry-run", help="print what each step would change; change nothing",
                        description="Observe the world read-only and print each step's plan "
