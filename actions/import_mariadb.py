@@ -21,7 +21,9 @@ What it does, in order; the live database is never touched until the last step:
    line is skipped; a dump made with `--databases` has its `CREATE DATABASE`/`USE` lines
    redirected to the staging database (a dump holding several databases is refused).
 2. Loads it into `<database>_staging`, created fresh: tables in parallel over PyMySQL
-   connections, then views, triggers and routines in dump order. Any failing statement
+   connections (an InnoDB table's plain keys and foreign keys are added by one ALTER
+   after its rows, which is faster and leaves the same table: actions/mariadb_late_keys.py),
+   then views, triggers and routines in dump order. Any failing statement
    fails the step (unlike `mysql -e "SOURCE file"`, which exits 0 after errors).
 3. Verifies: `expect_tables` present, `min_rows` per table; reports the trailer's date as
    the fact `data_completed` (UTC: `dump_mariadb` runs the client in UTC; set

@@ -12,9 +12,9 @@ that file three ways on the same server, alternating:
    previous databases exist from the round before, as on a standby importing hourly);
 2. `mariadb db < dump.sql` into an empty database (the plain client);
 3. `mariadb db -e "SOURCE dump.sql"` into an empty database (the original scripts);
-4. what-if: ours with staging tables created without their secondary keys, added in one
-   ALTER per table after its rows (bench-only code pricing a change to
-   actions/mariadb_load.py; baseline: ours in the same rounds).
+4. what-if: ours with staging tables created with all their keys, as before keys moved
+   after the rows (actions/mariadb_late_keys.py; `Loader(late_keys=False)`; baseline:
+   ours in the same rounds), so the table says what that change buys.
 
 myloader (Debian `mydumper`) is a peer only when installed: its input is made by
 `mydumper` from the same source database. It is not installed by bin/bootstrap; the
@@ -100,8 +100,8 @@ def run(bench: Bench) -> list[Result]:
         ours = Ours(server, dump, work / "ours")
         client = Client(server, dump, "plain")
         source = Client(server, dump, "sourced", source=True)
-        late = WhatIfLateIndexes(server, dump, work / "late", database="gocdb_late")
-        contenders: list = [ours, client, source, late]
+        early = WhatIfKeysDuringLoad(server, dump, work / "early", database="gocdb_early")
+        contenders: list = [ours, client, source, early]
         myloader = None
         source_db = f"gocdb_src_{size}"
         if _mydumper(server, source_db, work / "mydumper"):
@@ -137,7 +137,7 @@ def run(bench: Bench) -> list[Result]:
         Result(f"import.rows-{size}MB [rows/s]", rows / median_ours, rows / median_client,
                median_client / median_ours, None, None, runs, None),
     ]
-    results.append(ratio_result(f"import.what-if-indexes-after-load-{size}MB [s]", times[3],
+    results.append(ratio_result(f"import.what-if-keys-during-load-{size}MB [s]", times[3],
                                 times[0], None))
     if myloader is not None:
         results.append(ratio_result(f"import.vs-myloader-{size}MB [s]", times[0], times[4],
@@ -145,71 +145,20 @@ def run(bench: Bench) -> list[Result]:
     return results
 
 
-# -- what-if: secondary indexes built after the load ---------------------------------------
-_KEY_LINE = __import__("re").compile(rb"^\s*(?:UNIQUE |FULLTEXT |SPATIAL )?KEY `")
-
-
-def split_keys(create: bytes) -> tuple[bytes, list[bytes]]:
-    """CREATE TABLE without its secondary keys, and the keys as `ADD …` clauses."""
-    lines = create.split(b"\n")
-    keep: list[bytes] = []
-    keys: list[bytes] = []
-    for line in lines:
-        if _KEY_LINE.match(line):
-            keys.append(b"ADD " + line.strip().rstrip(b","))
-        else:
-            keep.append(line)
-    if keys:
-        # the definition before the closing ")" must not end with a comma any more
-        close = next(i for i in range(len(keep) - 1, -1, -1) if keep[i].startswith(b")"))
-        keep[close - 1] = keep[close - 1].rstrip().rstrip(b",")
-    return b"\n".join(keep), keys
-
-
-def late_index_loader_class() -> type:
-    """A Loader whose staging tables get their secondary keys in one ALTER after the rows."""
-    from actions.mariadb_dumpfile import Statement
-    from actions.mariadb_load import SECTION_SKIPPED, Loader, execute
-
-    class LateIndexLoader(Loader):  # type: ignore[misc, valid-type]
-        def load_section(self, section):  # type: ignore[no-untyped-def]
-            conn = self.connect()
-            statements = self._read_ahead(section)
-            keys: list[bytes] = []
-            where = f"table {self.database}.{section.table}"
-
-            def rewritten():  # type: ignore[no-untyped-def]
-                for statement in statements:
-                    if statement.kind == "create_table":
-                        text, found = split_keys(statement.text)
-                        keys.extend(found)
-                        statement = Statement(text, statement.delimiter, statement.start,
-                                              statement.end, statement.kind, statement.name)
-                    yield statement
-
-            try:
-                self._run(conn, self.index.header, where)
-                self._run(conn, rewritten(), where, SECTION_SKIPPED)
-                if keys:
-                    alter = (f"ALTER TABLE `{section.table}` ".encode() + b", ".join(keys))
-                    execute(conn, Statement(alter, b";", 0, 0, "other"), where)
-                self.progress.add(0)
-            finally:
-                statements.close()
-                conn.close()
-
-    return LateIndexLoader
-
-
-class WhatIfLateIndexes(Ours):
-    """Ours with LateIndexLoader in place of the shipped Loader."""
+# -- what-if: keys built during the load (before the late-keys change) ----------------------
+class WhatIfKeysDuringLoad(Ours):
+    """Ours with every staging table created with all its keys, as before the late-keys
+    change (Loader(late_keys=False)): prices what actions/mariadb_late_keys.py buys."""
 
     def __call__(self) -> float:
+        import functools
+
         import actions.import_mariadb
 
         original = actions.import_mariadb.Loader
-        actions.import_mariadb.Loader = late_index_loader_class()
+        actions.import_mariadb.Loader = functools.partial(  # type: ignore[misc, assignment]
+            original, late_keys=False)
         try:
             return super().__call__()
         finally:
-            actions.import_mariadb.Loader = original
+            actions.import_mariadb.Loader = original  # type: ignore[misc]
