@@ -38,6 +38,7 @@ Only with a `quorum:` block (from the monitor's quorum snapshot, engine/quorum_s
     failover_engine_quorum_observers_agreeing         fresh observers saying "prolonged"
     failover_engine_quorum_observers_needed           engage_when.down
     failover_engine_quorum_leader_held                1 while this engine holds the leader key
+                                                      (left out while the snapshot is stale)
     failover_engine_quorum_leader_token               the leader key's fencing token (any
                                                       holder; left out when nobody holds it)
     failover_engine_quorum_leader_deadline_seconds    seconds before this holder's own
@@ -256,8 +257,9 @@ def _quorum(policy: Policy, family: Any, now: datetime) -> None:
            view.get("agreeing") if reachable else None)
     single("observers_needed", "Fresh observers that must agree (quorum.engage_when.down).",
            view.get("needed") if isinstance(view.get("needed"), int) else None)
-    single("leader_held", "1 while this engine holds the quorum's leader key.",
-           1.0 if leader.get("held") else 0.0)
+    single("leader_held", "1 while this engine holds the quorum's leader key (left out "
+           "while no monitor cycle has looked lately, e.g. during a long engage run).",
+           None if view["stale"] else 1.0 if leader.get("held") else 0.0)
     token = leader.get("token")
     single("leader_token", "The leader key's fencing token (its create revision), whoever "
            "holds it.", token if reachable and isinstance(token, int) else None)

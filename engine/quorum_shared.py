@@ -209,11 +209,12 @@ def current_view(policy: Any, path: Path, now: datetime) -> dict[str, Any] | Non
     if stale:
         view["why_unknown"] = "the monitor has not read the quorum store lately" \
             + (f" (last read {age:.0f}s ago)" if age is not None else "")
-        view["shared"] = {**(data.get("shared") or {}), "known": False}
-        view["store"] = {"reachable": None, "problem": None}
-        leader = dict(data.get("leader") or {})
-        leader.update(held=False, deadline_left=None)
-        view["leader"] = leader
+        # Nothing old passes for current: the last shared state is kept, as such.
+        view.update(shared={"known": False, "problem": view["why_unknown"],
+                            "last_known": data.get("shared")},
+                    store={"reachable": None, "problem": None}, agreeing=None, fresh=None,
+                    leader={"held": False, "token": None, "holder": None,
+                            "deadline_left": None}, pause=None)
         return view
     left = (data.get("leader") or {}).get("deadline_left")
     if _is_number(left) and age is not None:

@@ -92,6 +92,8 @@ def test_a_stale_or_missing_snapshot_is_unknown_never_the_old_answer(tmp_path: P
     view = current_view(policy(tmp_path), snapshot(tmp_path, age=30), utcnow())
     assert view is not None and view["stale"] is True
     assert view["shared"]["known"] is False and view["store"]["reachable"] is None
+    assert "state" not in view["shared"] and view["shared"]["last_known"]["state"] == "engaged"
+    assert view["leader"]["token"] is None and view["agreeing"] is None and view["pause"] is None
     text = "\n".join(status_lines(view))
     assert "shared: unknown (the monitor has not read the quorum store lately (last read " \
         in text
