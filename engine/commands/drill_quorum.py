@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -422,10 +423,25 @@ def _states(group: list[Observer]) -> str:
 
 def main(args: argparse.Namespace) -> int:
     """Run S1–S3; exit 0 only when every scenario held, 1 naming those that did not."""
-    from engine.drillkit.etcd import EtcdLab, EtcdLabError, find_etcd
-    from engine.drillkit.https import HttpsServer
+    from engine.drillkit.etcd import find_etcd
 
     binary = find_etcd()  # before anything starts: one line naming etcd-server
+    # A SIGTERM (a test runner's timeout, systemd) must still stop etcd and the observers.
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        return _drill(args, binary)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _drill(args: argparse.Namespace, binary: str) -> int:
+    from engine.drillkit.etcd import EtcdLab, EtcdLabError
+    from engine.drillkit.https import HttpsServer
+
     work = Path(tempfile.mkdtemp(prefix="failover-drill-quorum-"))
     print(f"failover-engine drill --quorum — etcd and three observers on 127.0.0.1, "
           f"files in {work}", flush=True)
