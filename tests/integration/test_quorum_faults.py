@@ -127,6 +127,7 @@ def test_s7_actor_cut_from_the_store_mid_engage_stops_at_its_deadline(net: Net) 
     assert "our own deadline passed" in log or "no renewal before the deadline" in log
     assert "start 4" not in effects.lines()  # no step after the deadline
     assert group.state("n1")["state"] == "engaging"
+    assert sorted(group.state("n1")["run"]["steps"]) == ["0", "1", "2"]  # the journal
     assert engage_steps(group, "n1") == ["engage step 1", "engage step 2", "engage step 3"]
     # Healed: obs1 takes the key again and resumes at step 4; nothing runs twice.
     net.heal("n1")
@@ -193,7 +194,7 @@ def test_s9_frozen_observer_verdict_vanishes_and_the_others_engage_once(net: Net
 def test_s9_frozen_holder_wakes_past_its_deadline_and_takes_no_step(net: Net) -> None:
     etcd = Etcd(net)
     production = start_production(net)
-    effects = Effects(net.root, slow=1)
+    effects = Effects(net.root, slow=3)
     group = Group(net, actors="[obs1]", lease_ttl="2s", steps=effects.steps)
     group.wait_for_verdicts(etcd)
     group.more_cycles(2, "two cycles each")
