@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,20 @@ from tests.support import REPO, require_binary
 pytestmark = pytest.mark.integration
 
 ENGINE = [sys.executable, str(REPO / "bin" / "failover-engine")]
+
+
+def _running_under(work: str) -> list[bytes]:
+    """Command lines of live processes naming the drill's temp dir (etcd members, observers)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if work.encode() in cmdline:
+                found.append(cmdline)
+    return found
 
 
 def _drill(tmp_path: Path, path: str, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -57,13 +72,7 @@ def test_drill_quorum_shows_s1_to_s3_in_order_and_cleans_up(tmp_path):
     # Nothing left behind: no temp dir, no etcd member or observer still running.
     assert not list(tmp_path.glob("failover-drill-quorum-*"))
     work = re.search(r"files in (\S+)", output).group(1)
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            except OSError:
-                continue
-            assert work.encode() not in cmdline, cmdline
+    assert not _running_under(work)
 
 
 def test_drill_quorum_without_etcd_is_one_line_naming_the_package(tmp_path):
@@ -83,3 +92,25 @@ def test_plain_drill_help_mentions_quorum(tmp_path):
     assert result.returncode == 0
     text = re.sub(r"-\s+", "-", " ".join(result.stdout.split()))  # argparse breaks at "-"
     assert "--quorum" in text and "etcd-server" in text and "quorum not reached (1/2)" in text
+
+
+def test_drill_quorum_stopped_by_sigterm_leaves_nothing_behind(tmp_path):
+    require_binary("etcd")
+    proc = subprocess.Popen([*ENGINE, "drill", "--quorum"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+                            env={"PATH": "/usr/bin:/bin:/usr/sbin:/sbin",
+                                 "TMPDIR": str(tmp_path), "HOME": str(tmp_path)})
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:  # until the observers of S1 run
+        lines.append(line)
+        if "three observers cycling" in line:
+            break
+    work = re.search(r"files in (\S+)", "".join(lines)).group(1)
+    assert (Path(work) / "s1").is_dir()
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.stdout.read()
+    assert proc.wait(60) == 128 + signal.SIGTERM, "".join(lines) + rest
+    assert "Traceback" not in rest
+    assert not Path(work).exists()
+    assert not _running_under(work)
