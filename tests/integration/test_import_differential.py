@@ -1,8 +1,12 @@
 """Differential test: import_mariadb against the `mariadb` client as oracle, on real mariadbd.
 
 Thirty fixed seeds of tests/fixtures/random_dump.py: random tables (binary columns, 4-byte
-text, zero dates, JSON, spatial and generated columns, partitions, very long lines) with
-views, triggers, routines and events whose bodies hold `;`, `;;`, quotes, `DELIMITER` and
+text, zero dates, JSON, spatial and generated columns, partitions, very long lines; unique,
+composite, prefix, descending, IGNORED, FULLTEXT and SPATIAL keys; foreign keys —
+self-referencing, multi-column, with ON DELETE/UPDATE actions, rows child-before-parent
+and orphans, which only FOREIGN_KEY_CHECKS=0 loads — so the keys-after-the-rows path of
+actions/mariadb_late_keys.py is compared too) with views, triggers, routines and events
+whose bodies hold `;`, `;;`, quotes, `DELIMITER` and
 comment markers, dumped by the real `mariadb-dump` with random options (`--hex-blob`,
 `--skip-extended-insert`, `--complete-insert`, `--skip-comments`, `--compact`,
 `--databases`). Each dump is loaded by our step and by `mariadb < dump`; row counts,
