@@ -27,7 +27,7 @@ from engine.durations import format_duration, parse_duration
 from engine.errors import FailoverError, LockHeld, UsageError
 from engine.failover import Engine
 from engine.fsutil import atomic_write
-from engine.monitor_requests import collect_reply, picked_up, submit, withdraw
+from engine.monitor_requests import caller, collect_reply, picked_up, submit, withdraw
 from engine.paths import StatePaths
 from engine.policy import Policy
 from engine.runner import RunReport
@@ -107,7 +107,8 @@ def _with_key(engine: Engine, kind: str, **options: object) -> RunReport | None:
 
     quorum = build_quorum(engine.policy, engine.stop)
     try:
-        result: RunReport | None = execute(quorum, engine, kind, who="the command line",
+        result: RunReport | None = execute(quorum, engine, kind,
+                                           who=f"{caller()} on the command line",
                                            **options)  # type: ignore[arg-type]
     finally:
         release_if_idle(quorum, engine)

@@ -173,3 +173,18 @@ def test_restore_and_reset_on_an_actor_need_the_leader_key(
     assert store.get("/fe-test/leader") is None  # given back once armed
     shared = store.get("/fe-test/shared/state")  # mirrored before it was given back
     assert shared is not None and json.loads(shared.value)["state"] == "watching"
+    # pause and resume on the actor without its monitor: here, under the key, shared.
+    pause = cli(group, "obs1", "pause", "--reason", "patching")
+    assert pause.returncode == 0, pause.stdout + pause.stderr
+    assert "paused, shared through the quorum's store (state paused)" in pause.stdout
+    shared_pause = store.get("/fe-test/shared/pause")
+    assert shared_pause is not None
+    document = json.loads(shared_pause.value)
+    assert document["paused"] is True and document["reason"] == "patching"
+    assert document["by"].endswith("on the command line") and "(pid " in document["by"]
+    assert store.get("/fe-test/leader") is None  # taken for it, given back
+    resume = cli(group, "obs1", "resume")
+    assert resume.returncode == 0, resume.stdout + resume.stderr
+    assert group.state("obs1")["state"] == "watching"
+    shared_pause = store.get("/fe-test/shared/pause")
+    assert shared_pause is not None and json.loads(shared_pause.value)["paused"] is False
