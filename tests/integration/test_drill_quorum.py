@@ -2,6 +2,7 @@
 observer `run` processes, through the CLI; and the one line without etcd."""
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import signal
@@ -114,3 +115,34 @@ def test_drill_quorum_stopped_by_sigterm_leaves_nothing_behind(tmp_path):
     assert "Traceback" not in rest
     assert not Path(work).exists()
     assert not _running_under(work)
+
+
+def test_a_scenario_that_does_not_hold_fails_the_drill_naming_it(tmp_path, monkeypatch,
+                                                                  capsys):
+    # The world is real (etcd, production); the scenarios are replaced so that S1 holds,
+    # S2 times out and S3's check fails: exit 1 naming S2 and S3, and a scenario without
+    # any check cannot hold.
+    require_binary("etcd")
+    from engine.commands import drill_quorum
+    from engine.errors import FailoverError
+
+    def s2(self, result):
+        raise FailoverError("timed out after 30s waiting for the standby past its threshold")
+
+    monkeypatch.setattr(drill_quorum.QuorumDrill, "s1",
+                        lambda self, result: result.checks.append(("holds", True)))
+    monkeypatch.setattr(drill_quorum.QuorumDrill, "s2", s2)
+    monkeypatch.setattr(drill_quorum.QuorumDrill, "s3",
+                        lambda self, result: result.checks.append(("one engage", False)))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    code = drill_quorum.main(argparse.Namespace(keep=False, quorum=True))
+    output = capsys.readouterr().out
+    assert code == 1, output
+    assert "S1 held: " in output
+    assert "✘ timed out after 30s waiting for the standby past its threshold" in output
+    assert "S2 FAILED: " in output and "S3 FAILED: " in output
+    assert "✘ one engage" in output
+    assert output.rstrip().endswith("drill --quorum FAILED: S2, S3")
+    assert not list(tmp_path.glob("failover-drill-quorum-*"))
+    assert not drill_quorum.Scenario("S0", "nothing checked").held
