@@ -10,6 +10,8 @@ monitor to restore — the same request `failover-engine restore` makes. Then it
 failover key's update grant away on the DNS primary (a reload with a changed
 update-policy): readiness turns CRITICAL naming the grant, and OK once it is back. Every
 claim in the final checklist is verified against the servers, not taken from the engine.
+
+`drill --quorum` is the several-observers drill instead (engine/commands/drill_quorum.py).
 """
 from __future__ import annotations
 
