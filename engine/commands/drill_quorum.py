@@ -453,7 +453,7 @@ def _drill(args: argparse.Namespace, binary: str) -> int:
         try:
             lab.start()
         except EtcdLabError as exc:
-            raise FailoverError(f"drill --quorum: cannot start etcd: {exc}") from None
+            raise FailoverError(f"--quorum: cannot start etcd: {exc}") from None
         production.start()
         drill = QuorumDrill(work, lab.endpoints, production)
         drill.say(f"etcd members {', '.join(lab.endpoints)}; production "
