@@ -52,9 +52,11 @@ def assert_one_engage(group: Group, etcd: Etcd) -> str:
     for other in set(NODES) - {leader}:
         assert group.state(other)["state"] == "suspect"
         status = group.status(other)
-        # Refused: the key is the leader's, or its fresh verdict says it is engaged.
+        # Refused: the key is the leader's, or its fresh verdict or the shared state says
+        # it is engaged.
         assert (f"leader key held by {NAMES[leader]}" in status
-                or f"{NAMES[leader]} is engaged" in status), status
+                or f"{NAMES[leader]} is engaged" in status
+                or f"engaged by {NAMES[leader]}" in status), status
     return leader
 
 
