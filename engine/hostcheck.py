@@ -15,8 +15,9 @@ checks are what make sure it will work where it runs:
 `host_problems(policy)` returns one line per problem, naming the key and the file; an
 empty list means the host is ready. With a `quorum:` block, `validate --host` also reaches
 the etcd store (engine/quorumcheck.py); these checks never connect to it, so an etcd
-outage is never a host problem before acting (`engage --now --without-quorum` must start). Action modules are imported lazily, so only the
-libraries the policy's own step kinds need are loaded.
+outage is never a host problem before acting (`engage --now --without-quorum` must
+start). Action modules are imported lazily, so only the libraries the policy's own step
+kinds need are loaded.
 """
 from __future__ import annotations
 
