@@ -18,6 +18,7 @@ back on its own.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -323,16 +324,16 @@ class Monitor:
         no longer act (our own deadline passed, the leader lease is gone, or the engine is
         stopping): `quorum.halt` is its stop event meanwhile."""
         engine, quorum = self.engine, self.quorum
-        saved_stop = engine.runner.stop
-        if quorum is not None:
-            engine.runner.stop = quorum.halt
-        try:
-            run()
-        except FailoverError as exc:  # standby lock not had in time, a full disk: say so
-            log.error("automatic engage did not run to its end: %s", exc)
-            engine.record.last_outcome = f"engage failed: {exc}"
-        finally:
-            engine.runner.stop = saved_stop
+        with contextlib.ExitStack() as fence:
+            if quorum is not None:
+                from engine.quorum import fenced
+
+                fence.enter_context(fenced(quorum, engine, self._mirror))
+            try:
+                run()
+            except FailoverError as exc:  # standby lock not had in time, a full disk: say so
+                log.error("automatic engage did not run to its end: %s", exc)
+                engine.record.last_outcome = f"engage failed: {exc}"
 
     def _resume_with_quorum(self) -> None:
         """An engage stopped part-way (the leader key lost, or a restart): resume it at its

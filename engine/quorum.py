@@ -38,7 +38,8 @@ Without a `quorum:` block nothing here runs and one observer decides alone. With
 
 - **Shared state** (engine/quorum_shared.py): while it holds the leader key, the holder
   mirrors its engine (state, journal position, hold-down left, last transition) into
-  `<prefix>shared/state` on every transition and every cycle, through a transaction
+  `<prefix>shared/state` on every transition, every journal save (each step done: the
+  runner's `after_save`, set by `fenced()`) and every cycle, through a transaction
   fenced by its token (`write_shared`; refused = deposed: `halt`), and writes its final
   armed state before it lets the key go. Every observer reads the prefix once a cycle
   (`observe()`): the monitor leaves that view in `quorum.json` for `status` and the
@@ -60,7 +61,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -682,12 +683,26 @@ def engage_by_operator(quorum: Quorum | None, engine: Any, run: Callable[[], T],
             raise FailoverError(f"engage needs the quorum's leader key: {taken}; nothing was "
                                 "done (`engage --now --without-quorum` acts without it, for "
                                 "the day etcd itself is gone)")
-    saved = engine.runner.stop
-    engine.runner.stop = quorum.halt
-    try:
+    with fenced(quorum, engine):
         return run()
+
+
+@contextlib.contextmanager
+def fenced(quorum: Quorum, engine: Any, mirror: Callable[[], object] | None = None
+           ) -> Iterator[None]:
+    """Run the engine's steps fenced by our leader key: the runner's stop is `halt` (our
+    deadline passed, the lease gone, a fenced write refused) and every journal save is
+    mirrored into the shared state by a transaction that checks the key still carries our
+    token, so a deposed holder stops before its next step. `mirror` defaults to
+    `mirror_engine(quorum, engine)`."""
+    runner = engine.runner
+    saved_stop, saved_after = runner.stop, runner.after_save
+    runner.stop = quorum.halt
+    runner.after_save = mirror or (lambda: mirror_engine(quorum, engine))
+    try:
+        yield
     finally:
-        engine.runner.stop = saved
+        runner.stop, runner.after_save = saved_stop, saved_after
 
 
 def _audit_without_quorum(policy: Any, who: str) -> None:

@@ -49,6 +49,7 @@ from engine.quorum import (
     _holder,
     _store_problem,
     engage_by_operator,
+    fenced,
     mirror_engine,
 )
 from engine.state import isotime
@@ -199,12 +200,8 @@ def leader_key(quorum: Any, engine: Any, kind: str) -> Iterator[int]:
             raise FailoverError(f"{kind} needs the quorum's leader key: {taken}; nothing was "
                                 "done")
         token = taken
-    saved = engine.runner.stop
-    engine.runner.stop = quorum.halt
-    try:
+    with fenced(quorum, engine):
         yield token
-    finally:
-        engine.runner.stop = saved
 
 
 def release_if_idle(quorum: Any, engine: Any) -> None:

@@ -148,6 +148,10 @@ class Runner:
         self.store = store
         self.record = record
         self.stop = stop or threading.Event()
+        # With a quorum: mirrors the journal into the store, fenced by the leader key's token,
+        # each time it is saved; a refused write sets `stop`, so no step runs after it
+        # (engine/quorum.py `fenced`).
+        self.after_save: Callable[[], object] | None = None
         self._secret = secret
         self._sleep = sleep or self._interruptible_sleep
 
@@ -190,6 +194,8 @@ class Runner:
     def _save(self) -> None:
         if self.record is not None:
             self.store.save(self.record)
+            if self.after_save is not None:
+                self.after_save()
 
     # -- the run ---------------------------------------------------------------------
     def run(self, phase: str, steps: list[Step], *, dry_run: bool = False,

@@ -18,6 +18,8 @@ from engine.quorum import (
     Quorum,
     QuorumSpec,
     engage_by_operator,
+    fenced,
+    mirror_engine,
     quorum_reference_problems,
     quorum_spec,
 )
@@ -356,3 +358,39 @@ def test_a_reload_applies_a_changed_quorum_block_but_not_while_busy(
     monitor._maybe_reload()
     assert monitor.quorum is None
     assert not StatePaths(policy.state_dir).quorum_snapshot.exists()
+
+
+@pytest.mark.integration
+def test_each_journal_save_is_fenced_a_deposed_holder_stops_before_its_next_step(
+        tmp_path: Path, http_server, etcd_cluster: EtcdCluster) -> None:
+    policy = dataclasses.replace(
+        quorum_policy(tmp_path, http_server.url("/"), etcd_cluster),
+        engage=[Step("lock", {"state": "present", "file": str(tmp_path / "one.lock")},
+                     where="engage[0]"),
+                Step("lock", {"state": "present", "file": str(tmp_path / "two.lock")},
+                     where="engage[1]")])
+    engine = Engine(policy, StateStore(policy.state_dir), send_mail=False)
+    quorum = Quorum(quorum_spec(policy), interval=1.0)
+    quorum.publish("failed", 3, True)
+    assert quorum.may_engage().allowed and quorum.holding is not None
+    other = etcd_cluster.client()
+
+    def mirror() -> None:
+        # Deposed behind our back right after step 1 was done (its lease revoked: what an
+        # expiry does); the fenced write of that save is refused.
+        if (tmp_path / "one.lock").exists() and quorum.holding is not None:
+            other.revoke(quorum.holding.lease)
+        mirror_engine(quorum, engine)
+
+    with fenced(quorum, engine, mirror):
+        engine.engage(manual=True)
+    assert (tmp_path / "one.lock").exists()
+    assert not (tmp_path / "two.lock").exists()  # no step after the refused write
+    assert quorum.halt.is_set() and quorum.holding is None
+    assert engine.record.run is not None and list(engine.record.run["steps"]) == ["0"]
+    # The store kept the last journal position written under our token: step 1 not done.
+    stored = SharedState.parse(other.get("/t/shared/state").value)
+    assert stored is not None and stored.state == "engaging"
+    assert stored.run is not None and stored.run["steps_done"] == 0
+    assert engine.runner.after_save is None and engine.runner.stop is not quorum.halt
+    quorum.close()
