@@ -224,6 +224,20 @@ class Holding:
     deadline: float
 
 
+class Halt(threading.Event):
+    """`Quorum.halt`: set when we must stop acting — and set, whatever the renewer thread
+    has done yet, as soon as our own deadline has passed. A holder frozen (SIGSTOP, a VM
+    paused) past its deadline may be woken in the runner's thread before the renewer's;
+    the runner's check before each step must see the deadline then, not a moment later."""
+
+    def __init__(self, past_deadline: Callable[[], bool]) -> None:
+        super().__init__()
+        self._past_deadline = past_deadline
+
+    def is_set(self) -> bool:
+        return super().is_set() or self._past_deadline()
+
+
 @dataclass(frozen=True)
 class Observation:
     """One linearizable read of the whole prefix: the count, the shared state and pause,
@@ -261,7 +275,8 @@ class Quorum:
         self.margin = min(spec.lease_ttl / 3, max(spec.timeout, spec.lease_ttl / 10))
         self.clock = clock
         self.stop = stop or threading.Event()
-        self.halt = threading.Event()  # set when we must stop acting (deadline, lease gone)
+        # Set when we must stop acting (deadline, lease gone); see Halt.
+        self.halt = Halt(self._past_deadline)
         self.holding: Holding | None = None
         self._verdict_lease: int | None = None
         self._seen: dict[str, tuple[int, float]] = {}
@@ -576,6 +591,13 @@ class Quorum:
             if now >= due and not self.renew():
                 return
             self.stop.wait(max(0.05, min(0.2, holding.deadline - now)))
+
+    def _past_deadline(self) -> bool:
+        """Our own deadline has passed while we (still) hold the key: no step may start.
+        Read without the lock: `holding` is replaced whole, never changed in place,
+        except its deadline moved later by a renewal."""
+        holding = self.holding
+        return holding is not None and self.clock() >= holding.deadline
 
     def release(self) -> None:
         """Give the leader key back (the engine is armed again)."""

@@ -135,6 +135,26 @@ def test_holder_stops_at_its_own_deadline_when_cut_from_the_store(
 
 
 @pytest.mark.integration
+def test_halt_is_set_the_moment_the_deadline_passes_before_the_renewer_sees_it(
+        etcd_cluster: EtcdCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A holder frozen past its deadline may be woken in the runner's thread first: the
+    # runner's check before its next step must already say stop. The renewer is kept
+    # from running here, so only the deadline itself can set halt.
+    monkeypatch.setattr(Quorum, "_start_renewer", lambda self: None)
+    clock = Clock()
+    a = Quorum(spec(etcd_cluster, "a", down=1, ttl=30.0), interval=1.0, clock=clock)
+    a.publish("failed", 3, True)
+    assert a.may_engage().allowed and a.holding is not None
+    assert not a.halt.is_set()
+    clock.now = a.holding.deadline - 0.01
+    assert not a.halt.is_set()
+    clock.now = a.holding.deadline
+    assert a.halt.is_set() and a.holds() is None
+    a.release()
+    a.close()
+
+
+@pytest.mark.integration
 def test_store_unreachable_is_said(etcd_cluster: EtcdCluster) -> None:
     a = Quorum(spec(etcd_cluster, "a", down=1), interval=0.2)
     etcd_cluster.stop_all()
