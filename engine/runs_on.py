@@ -13,6 +13,11 @@ leader key, so:
   shared by every observer.
 
 Jobs are not checked: cron runs them on their own host, never under the leader key.
+
+One more warning belongs here, as it is about acting from a host that may have lost the
+lease: an engage or restore `nsupdate` step without `expect` sends its update without a
+prerequisite, so a deposed actor's update still in flight would be applied by the DNS
+server after the new holder's (issue 14, S8); with `expect` the server refuses it.
 """
 from __future__ import annotations
 
@@ -87,3 +92,22 @@ def runs_on_warnings(data: dict[str, Any], schemas: Schemas) -> list[str]:
     listed = ", ".join(f"{_label(phase, index)} ({kind})" for _, phase, index, kind in steps)
     return [f"quorum.name {name!r} is not one of quorum.actors ({actors[0]}): this observer "
             f"only votes, so {listed} never run here; they run on {actors[0]}"]
+
+
+def unfenced_update_warnings(data: dict[str, Any]) -> list[str]:
+    """With a `quorum:` block, one line per engage/restore `nsupdate` step without
+    `expect`: its update carries no prerequisite, so a late one from a deposed actor would
+    still be applied. [] without a quorum block."""
+    if not isinstance(data.get("quorum"), dict):
+        return []
+    lines = []
+    for phase in PHASES:
+        steps = data.get(phase)
+        for index, item in enumerate(steps if isinstance(steps, list) else []):
+            options = item.get("nsupdate") if isinstance(item, dict) else None
+            if isinstance(options, dict) and "expect" not in options:
+                lines.append(f"{_label(phase, index)} (nsupdate) has no `expect`: its update "
+                             "carries no prerequisite, so a late update from an actor that "
+                             "lost the leader key would still be applied; set expect: to the "
+                             "value the record holds before this step")
+    return lines

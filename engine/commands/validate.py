@@ -44,10 +44,11 @@ def main(args: argparse.Namespace) -> int:
         for warning in duplicate_notify_steps(policy):  # a warning: exit stays 0
             print(f"warning: {shown}: {warning}", file=sys.stderr)
     if isinstance(policy.raw.get("quorum"), dict):
-        from engine.runs_on import runs_on_warnings
+        from engine.runs_on import runs_on_warnings, unfenced_update_warnings
         from engine.schemacheck import load_schemas
 
-        for warning in runs_on_warnings(policy.raw, load_schemas()):  # exit stays 0
+        for warning in [*runs_on_warnings(policy.raw, load_schemas()),
+                        *unfenced_update_warnings(policy.raw)]:  # exit stays 0
             print(f"warning: {shown}: {warning}", file=sys.stderr)
     summary = (f"policy '{policy.name}' ({len(policy.engage)} engage steps, "
                f"{len(policy.restore)} restore steps, {len(policy.jobs)} jobs)")

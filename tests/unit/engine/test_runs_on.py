@@ -166,3 +166,22 @@ def test_without_a_quorum_block_nothing_changes(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write_policy(tmp_path, quorum=False)
     assert validate(path, capsys)[::2] == (0, "")
+
+
+def test_an_nsupdate_without_expect_under_a_quorum_is_warned(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    update = ("- nsupdate: {{server: 127.0.0.1, zone: example.test, name: www.example.test., "
+              "type: CNAME, set: standby.example.test.{expect}, key: tsig}}")
+    secrets = "secrets:\n  tsig: tsig.key\n"
+    path = write_policy(tmp_path, engage=update.format(expect=""), jobs=secrets,
+                        restore=update.format(expect=", expect: standby.example.test."))
+    code, _out, err = validate(path, capsys)
+    assert code == 0
+    assert err.splitlines() == [
+        f"warning: {path}: engage step 1 (nsupdate) has no `expect`: its update carries no "
+        "prerequisite, so a late update from an actor that lost the leader key would still "
+        "be applied; set expect: to the value the record holds before this step"]
+    # With `expect` everywhere, or without a quorum block: nothing to say.
+    path = write_policy(tmp_path, engage=update.format(expect=", expect: prod.example.test."),
+                        jobs=secrets, restore=update.format(expect=""), quorum=False)
+    assert validate(path, capsys)[::2] == (0, "")
