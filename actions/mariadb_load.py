@@ -5,9 +5,10 @@ after the dump's session header (SET NAMES, FOREIGN_KEY_CHECKS=0, SQL_MODE …);
 remainder (view stubs, triggers, routines, events, final views) runs afterwards on one
 connection, in dump order. An InnoDB table is created without its plain keys and foreign
 keys, which one ALTER adds after its rows on the same connection
-(actions/mariadb_late_keys.py says which keys move and why the result is identical). Statements are sent as bytes (`Connection.query`), so BLOB
-bytes reach the server untouched, each in autocommit (wrapping the load in
-`autocommit=0` measured 1.15–1.22× slower on MariaDB 10.11).
+(actions/mariadb_late_keys.py says which keys move and why the result is identical).
+Statements are sent as bytes (`Connection.query`), so BLOB bytes reach the server
+untouched, each in autocommit (wrapping the load in `autocommit=0` measured 1.15–1.22×
+slower on MariaDB 10.11).
 
 Every failing statement stops the load: the first error cancels the other workers and
 is raised as `LoadError` with the server's code, the table and the statement's start.
