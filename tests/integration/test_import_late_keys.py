@@ -131,3 +131,32 @@ def test_foreign_keys_child_before_parent_load_as_the_client_loads_them(
         (2,), (3,), (4,)]
     with pytest.raises(Exception, match="1452"):
         server.sql("INSERT INTO a_child VALUES (5, 77, NULL)", database=random_dump.OURS)
+
+
+def test_fulltext_and_spatial_keys_come_out_as_the_clients(server, tmp_path, monkeypatch):
+    # FULLTEXT stays in the CREATE, SPATIAL and the others move to the ALTER: the key order
+    # in SHOW CREATE (unique, plain in declared order, fulltext last) must not change.
+    case = random_dump.Case(seed=-3, statements=[
+        "CREATE TABLE `places` (\n  `id` INT NOT NULL,\n  `name` VARCHAR(60) NOT NULL,\n"
+        "  `body` TEXT,\n  `geo` POINT NOT NULL,\n  `rank` INT,\n  PRIMARY KEY (`id`),\n"
+        "  KEY `k_rank` (`rank` DESC, `id`),\n  FULLTEXT KEY `ft_body` (`body`, `name`),\n"
+        "  SPATIAL KEY `sp_geo` (`geo`),\n  UNIQUE KEY `u_name` (`name`),\n"
+        "  KEY `k_prefix` (`body`(4)) IGNORED\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"],
+        inserts=[("INSERT INTO `places` VALUES (%s, %s, %s, ST_GeomFromText(%s), %s)",
+                  [(i, f"site {i}", f"grid storage;{i} compute", f"POINT({i} {-i})", i % 7)
+                   for i in range(1, 60)])])
+    random_dump.build(server, case)
+    path = random_dump.dump(server, case, tmp_path / "ft.sql")
+    client_db, client_error = random_dump.load_client(server, case, path)
+    assert client_error is None
+    alters = _alters(monkeypatch)
+    _import(server, path, tmp_path, database=random_dump.OURS)
+    assert len(alters) == 1 and b"SPATIAL KEY `sp_geo`" in alters[0]
+    assert b"FULLTEXT" not in alters[0] and b"UNIQUE" not in alters[0]
+    ours = random_dump.snapshot(server, random_dump.OURS)
+    assert random_dump.differences(ours, random_dump.snapshot(server, client_db)) == []
+    query = ("SELECT COUNT(*) FROM places WHERE MATCH(body, name) AGAINST ('storage')"
+             " AND MBRContains(ST_GeomFromText('POLYGON((0 0, 0 -30, 30 -30, 30 0, 0 0))'),"
+             " geo)")
+    assert server.sql(query, database=random_dump.OURS) == server.sql(query, database=client_db)
+    assert server.sql(query, database=random_dump.OURS)[0][0] > 0
