@@ -2,8 +2,9 @@
 
 An InnoDB table loaded with its secondary keys in place updates every one of them for each
 row it receives, in the order the rows arrive; the same keys added afterwards by one
-`ALTER TABLE … ADD KEY …` are built in place by sorting, once each (measured on the
-GOCDB-shaped bench: 0.88× of the time at 200 MB, see BENCHMARKS.md). `split_create()`
+`ALTER TABLE … ADD KEY …` are built in place by sorting, once each (on the GOCDB-shaped
+bench the import with the keys built during the load took 1.34–1.62× as long; see
+BENCHMARKS.md). `split_create()`
 takes the CREATE TABLE statement `mariadb-dump` wrote (SHOW CREATE TABLE's text: one
 definition per line) and returns the CREATE to load with and the ALTER to run after the
 rows, or no ALTER when the table is left as it is.

@@ -41,8 +41,9 @@ SECTION_SKIPPED = SKIPPED_KINDS | {"lock", "unlock"}
 # What replays in the live database after the swap: objects that cannot be renamed across
 # schemas (views, routines, events) or block the rename (triggers), with their settings.
 OBJECT_KINDS = {"session", "view", "drop_view", "trigger", "routine", "drop_routine", "event"}
-# The dump's header turns foreign key checks off (`/*!40014 SET FOREIGN_KEY_CHECKS=0 */`).
-_FK_CHECKS_OFF = re.compile(rb"FOREIGN_KEY_CHECKS\s*=\s*0\b", re.IGNORECASE)
+# The dump's header sets foreign key checks (`/*!40014 SET … FOREIGN_KEY_CHECKS=0 */`).
+_FK_CHECKS = re.compile(rb"(?<![@\w])FOREIGN_KEY_CHECKS\s*=\s*(\S+?)\s*(?:,|\*/|$)",
+                        re.IGNORECASE)
 
 
 @dataclass
@@ -128,14 +129,15 @@ class Loader:
         self.progress = Progress(index.size, log)
         self.connection_ids: list[int] = []  # for tests and logs: who is loading
         # Secondary keys (and foreign keys) added after each table's rows in one ALTER
-        # (actions/mariadb_late_keys.py: 0.88x of the load time on the GOCDB-shaped bench).
+        # (actions/mariadb_late_keys.py; on the GOCDB-shaped bench the keys built during
+        # the load took 1.34-1.62x as long, BENCHMARKS.md).
         # A table with foreign keys qualifies only when the dump's session turns the checks
         # off, as every mariadb-dump header does: the client then loads rows in any order
         # and never validates them, and InnoDB adds the constraints in place just as
         # unvalidated. Without that setting (a --compact or hand-made dump) the client
         # checks every row, so such a table keeps its constraints in its CREATE.
         self.late_keys = late_keys
-        self.fk_checks_off = any(_FK_CHECKS_OFF.search(s.text) for s in index.header)
+        self.fk_checks_off = _fk_checks_off(index.header)
 
     def connect(self) -> Any:
         conn = connect(self.options, self.database, max_allowed_packet=1 << 30,
@@ -260,6 +262,15 @@ class Loader:
             conn.close()
         self.progress.done = self.progress.total
         self.progress.report()
+
+
+def _fk_checks_off(header: Iterable[Statement]) -> bool:
+    """Whether the session header leaves FOREIGN_KEY_CHECKS at 0 (its last setting wins)."""
+    value = b""
+    for statement in header:
+        for match in _FK_CHECKS.finditer(statement.text):
+            value = match.group(1)
+    return value in (b"0", b"OFF", b"off", b"'OFF'", b"'off'")
 
 
 def replay_objects(conn: Any, index: DumpIndex, where: str) -> None:

@@ -75,3 +75,20 @@ def test_late_keys_off_sends_every_create_as_dumped(tmp_path):
     found = _rewritten(tmp_path, HEADER + TABLES, late_keys=False)
     assert all(alters == [] for _create, alters in found.values())
     assert b"KEY `k_a`" in found["plain"][0]
+
+
+def test_the_headers_last_foreign_key_setting_wins(tmp_path):
+    from actions.mariadb_load import _fk_checks_off
+
+    def header(*texts: bytes) -> list:
+        path = tmp_path / "h.sql"
+        path.write_bytes(b"".join(t + b";\n" for t in texts))
+        with open(path, "rb") as handle:
+            return list(iter_statements(handle))
+
+    dumped = b"/*!40014 SET @OLD_FOREIGN_KEY_CHECKS=@@FOREIGN_KEY_CHECKS, FOREIGN_KEY_CHECKS=0 */"
+    assert _fk_checks_off(header(dumped))
+    assert _fk_checks_off(header(b"SET foreign_key_checks = OFF"))
+    assert not _fk_checks_off(header(dumped, b"SET FOREIGN_KEY_CHECKS=1"))
+    assert not _fk_checks_off(header(b"SET @OLD_FOREIGN_KEY_CHECKS=@@FOREIGN_KEY_CHECKS"))
+    assert not _fk_checks_off(header(b"SET NAMES utf8mb4"))
