@@ -129,7 +129,12 @@ def has_pending(paths: StatePaths) -> bool:
     return bool(_ids(paths, _REQUEST_SUFFIX))
 
 
-def _parse_request(request_id: str, text: str) -> Request:
+def request_fields(request_id: str, text: str | bytes, kinds: tuple[str, ...],
+                   where: str) -> dict[str, Any]:
+    """The JSON object of a request record whose `kind` is one of `kinds` and whose
+    `request_id` is `request_id` (`where`: what names it, "file name" or "key");
+    BadRequest saying what is wrong otherwise. Shared by the state dir's requests and the
+    quorum store's (engine/quorum_requests.py)."""
     try:
         data: Any = json.loads(text)
     except ValueError as exc:
@@ -137,11 +142,17 @@ def _parse_request(request_id: str, text: str) -> Request:
     if not isinstance(data, dict):
         raise BadRequest(request_id, "not a JSON object")
     kind = data.get("kind")
-    if kind not in KINDS:
+    if kind not in kinds:
         raise BadRequest(request_id, f"unknown request kind {kind!r} "
-                                     f"(known: {', '.join(KINDS)})")
+                                     f"(known: {', '.join(kinds)})")
     if data.get("request_id") != request_id:
-        raise BadRequest(request_id, "its request_id does not match its file name")
+        raise BadRequest(request_id, f"its request_id does not match its {where}")
+    return data
+
+
+def _parse_request(request_id: str, text: str) -> Request:
+    data = request_fields(request_id, text, KINDS, "file name")
+    kind = data["kind"]
     return Request(request_id, kind, str(data.get("requested_by") or "unknown"),
                    str(data.get("requested_at") or ""), force=data.get("force") is True,
                    without_quorum=data.get("without_quorum") is True)

@@ -43,7 +43,7 @@ from typing import Any
 
 from engine.errors import FailoverError
 from engine.etcd import EtcdClient, EtcdError, KeyValue, b64
-from engine.monitor_requests import BadRequest, caller, new_request_id
+from engine.monitor_requests import BadRequest, caller, new_request_id, request_fields
 from engine.quorum import (
     BUSY_STATES,
     _holder,
@@ -127,17 +127,8 @@ def encode(record: StoreRequest | StoreReply) -> str:
 
 def parse_request(request_id: str, raw: bytes) -> StoreRequest:
     """A stored request; BadRequest (engine/monitor_requests.py) when it is not one."""
-    try:
-        data: Any = json.loads(raw)
-    except ValueError as exc:
-        raise BadRequest(request_id, f"not JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise BadRequest(request_id, "not a JSON object")
-    kind = data.get("kind")
-    if kind not in KINDS:
-        raise BadRequest(request_id, f"unknown request kind {kind!r} (known: {', '.join(KINDS)})")
-    if data.get("request_id") != request_id:
-        raise BadRequest(request_id, "its request_id does not match its key")
+    data = request_fields(request_id, raw, KINDS, "key")
+    kind = data["kind"]
     for field in ("requested_by", "via", "reason"):
         if not isinstance(data.get(field, ""), str):
             raise BadRequest(request_id, f"{field} is not a string")
