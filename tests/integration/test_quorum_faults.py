@@ -107,16 +107,24 @@ def position(text: str, needle: str) -> int:
     return at
 
 
-def test_s7_actor_cut_from_the_store_mid_engage_stops_at_its_deadline(net: Net) -> None:
+def engage_until_slow_step(net: Net, *, slow: int, lease_ttl: str
+                           ) -> tuple[Etcd, Group, Effects]:
+    """Three observers, obs1 the one actor with command steps (step `slow` sleeps);
+    production goes down and the test returns once obs1 has started step 3."""
     etcd = Etcd(net)
     production = start_production(net)
-    effects = Effects(net.root, slow=4)
-    group = Group(net, actors="[obs1]", lease_ttl="2s", steps=effects.steps)
+    effects = Effects(net.root, slow=slow)
+    group = Group(net, actors="[obs1]", lease_ttl=lease_ttl, steps=effects.steps)
     group.wait_for_verdicts(etcd)
     group.more_cycles(2, "two cycles each")
     production.terminate()
     production.wait(10)
     wait_until(lambda: "start 3" in effects.lines(), 60, "obs1 to engage and reach its slow step")
+    return etcd, group, effects
+
+
+def test_s7_actor_cut_from_the_store_mid_engage_stops_at_its_deadline(net: Net) -> None:
+    etcd, group, effects = engage_until_slow_step(net, slow=4, lease_ttl="2s")
     # obs1 is cut from the store mid-engage: from the other nodes and from its own member
     # (an nft table in its namespace only).
     net.partition("n1", 'oifname "eth0" drop; tcp dport 2379 drop;')
@@ -139,15 +147,7 @@ def test_s7_actor_cut_from_the_store_mid_engage_stops_at_its_deadline(net: Net) 
 
 
 def test_s4_actor_sigkilled_mid_engage_resumes_on_restart(net: Net) -> None:
-    etcd = Etcd(net)
-    production = start_production(net)
-    effects = Effects(net.root, slow=4)
-    group = Group(net, actors="[obs1]", lease_ttl="3s", steps=effects.steps)
-    group.wait_for_verdicts(etcd)
-    group.more_cycles(2, "two cycles each")
-    production.terminate()
-    production.wait(10)
-    wait_until(lambda: "start 3" in effects.lines(), 60, "obs1 to engage and reach its slow step")
+    etcd, group, effects = engage_until_slow_step(net, slow=4, lease_ttl="3s")
     # SIGKILL to obs1's engine and the step it runs (its process group, as systemd would).
     net.kill(group.procs["n1"])
     journal = group.state("n1")["run"]
@@ -192,15 +192,7 @@ def test_s9_frozen_observer_verdict_vanishes_and_the_others_engage_once(net: Net
 
 
 def test_s9_frozen_holder_wakes_past_its_deadline_and_takes_no_step(net: Net) -> None:
-    etcd = Etcd(net)
-    production = start_production(net)
-    effects = Effects(net.root, slow=3)
-    group = Group(net, actors="[obs1]", lease_ttl="2s", steps=effects.steps)
-    group.wait_for_verdicts(etcd)
-    group.more_cycles(2, "two cycles each")
-    production.terminate()
-    production.wait(10)
-    wait_until(lambda: "start 3" in effects.lines(), 60, "obs1 to engage and reach its slow step")
+    etcd, group, effects = engage_until_slow_step(net, slow=3, lease_ttl="2s")
     holder = group.procs["n1"]
     os.kill(holder.pid, signal.SIGSTOP)  # the engine only: its step's child runs on
     wait_until(lambda: "done 3" in effects.lines(), 30, "the slow step's child to finish")
