@@ -22,7 +22,7 @@ import pytest
 
 from engine.drillkit.ports import free_port
 from engine.quorum import STORE_DISARMED
-from tests.fixtures.etcd import EtcdCluster
+from tests.fixtures.etcd import EtcdCluster, quorum_block
 from tests.support import REPO, wait_until
 
 pytestmark = pytest.mark.integration
@@ -94,15 +94,7 @@ monitor:
   target: production
   interval: 400ms
   failures_to_engage: {FAILURES}
-quorum:
-  endpoints: {json.dumps(endpoints)}
-  prefix: /fe-test/
-  name: {name}
-  observers: [obs1, obs2, obs3]
-  actors: {actors}
-  engage_when: {{down: 2}}
-  lease_ttl: {lease_ttl}
-  timeout: 200ms
+{quorum_block(endpoints, prefix="/fe-test/", name=name, actors=actors, lease_ttl=lease_ttl)}\
 {steps}""")
     return policy
 
