@@ -1,20 +1,25 @@
-"""Quorum in network namespaces (issue 14): S1, S2, S3, S5 and S6 with real partitions.
+"""Quorum in network namespaces (issue 14): S1, S2, S3, S5, S6 and S10 with real partitions.
 
 Each node (n1, n2, n3) is a namespace with one etcd member and one observer engine,
 joined by a bridge in its own namespace; production is an HTTP server in another
 (tests/fixtures/netns.py: nothing in the root namespace, addresses only inside the
-namespaces, all removed afterwards). All three observers are actors; their engage is a
+namespaces, all removed afterwards). All three observers are actors (S10: obs1 alone,
+the voters' requests cross the bridge to it); their engage is a
 `probe` step of the node's own standby service (x-runs-on: anywhere; it changes nothing,
 so it leaves no audit entry), and "exactly one engage" is read from every observer's
 state, log (the runner's step lines) and audit log. Needs root: skipped without it.
 """
 from __future__ import annotations
 
+import json
+import subprocess
+
 import pytest
 
 from engine.quorum import STORE_DISARMED
 from tests.fixtures.netns import (
     ADDRESS,
+    ENGINE,
     FAILURES,
     NAMES,
     NODES,
@@ -163,3 +168,44 @@ def test_s6_majority_lost_by_a_partition_nobody_engages_until_it_heals(net: Net)
     group.more_cycles(FAILURES, "more cycles on every observer")
     assert_one_engage(group, etcd)
     assert all(group.state(n)["disarmed"] is None for n in NODES)  # armed again
+
+
+def ask(net: Net, group: Group, node: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """An operator's command on `node`, run inside its namespace (it reaches the store
+    over the bridge like that node's engine)."""
+    return subprocess.run(net.exec(node, *ENGINE, "--policy", str(group.policies[node]), *args),
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_s10_pause_and_resume_through_voters_are_done_by_the_actor(net: Net) -> None:
+    etcd = Etcd(net)
+    production = start_production(net)
+    group = Group(net, actors="[obs1]")
+    group.wait_for_verdicts(etcd)
+    group.more_cycles(2, "two cycles each")
+    # Through obs3, which only votes: the request crosses the bridge to the store, obs1
+    # (the actor, in another namespace) does it and writes the shared pause.
+    paused = ask(net, group, "n3", "pause", "--reason", "maintenance window")
+    assert paused.returncode == 0, paused.stdout + paused.stderr
+    document = etcd.value("n2", f"{PREFIX}shared/pause")
+    assert document is not None and document["paused"] is True
+    assert document["reason"] == "maintenance window"
+    assert group.state("n1")["state"] == "paused"
+    production.terminate()
+    production.wait(10)
+    group.more_cycles(3 * FAILURES, "every observer well past its threshold while paused")
+    assert group.engages() == 0 and engage_entries(group) == []
+    # Resumed through obs2: obs1 engages, once.
+    resumed = ask(net, group, "n2", "resume")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    wait_until(lambda: group.engages() >= 1, 60, "the engage once resumed")
+    group.more_cycles(2 * FAILURES, "more cycles on every observer")
+    assert assert_one_engage(group, etcd) == "n1"
+    requests = [(e["step"].split()[0], e["via"], e["outcome"]) for e in group.audit("n1")
+                if e.get("kind") == "request"]
+    assert requests == [("pause", "obs3", "executing"), ("resume", "obs2", "executing")]
+    for voter in ("n2", "n3"):
+        assert not any(e.get("kind") == "request" for e in group.audit(voter))
+    document = etcd.value("n2", f"{PREFIX}shared/pause")
+    assert document is not None and document["paused"] is False
+    assert json.loads((group.state_dir("n1") / "state.json").read_text())["state"] == "engaged"
