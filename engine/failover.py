@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -47,6 +48,9 @@ class Engine:
         # Events go through the outbox (engine/notifier.py); send_mail=False: none at all.
         self.notifier = Notifier(policy, self._secret, enabled=send_mail)
         self.lifecycle = Lifecycle(policy.name, self.record, self._on_change)
+        # Called after each transition is saved and announced (source, dest, trigger): the
+        # monitor mirrors it into the quorum's store (engine/monitor.py).
+        self.transition_listeners: list[Callable[[State, State, str], None]] = []
         self.runner = Runner(policy, self.store, self.record, stop=self.stop)
 
     def _secret(self, name: str) -> Path:
@@ -65,6 +69,8 @@ class Engine:
         if built is not None:
             # Queued in the outbox and delivered in the background: never in the run's way.
             self.notifier.emit(built)
+        for listener in self.transition_listeners:
+            listener(source, dest, trigger)
 
     def _transition_event(self, source: State, dest: State) -> Event | None:
         """The event a transition raises (None for the monitor's watching ⇄ suspect: the

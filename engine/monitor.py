@@ -91,14 +91,7 @@ class Monitor:
         self._last_transition: str | None = None
         self._deferral_logged = False
         # Every transition is mirrored into the store while we hold the leader key.
-        mirrored = engine.lifecycle._on_change
-
-        def on_change(source: State, dest: State, trigger: str) -> None:
-            if mirrored is not None:
-                mirrored(source, dest, trigger)
-            self._mirror_transition(source, dest, trigger)
-
-        engine.lifecycle._on_change = on_change
+        engine.transition_listeners.append(self._mirror_transition)
         # Standby readiness (engine/readiness.py): its own schedule, in the background.
         self.readiness = ReadinessRunner(lambda: self.policy,
                                          lambda: str(self.engine.record.state),
