@@ -44,6 +44,22 @@ def find_etcd() -> str:
     return found
 
 
+def member_args(binary: str, name: str, data_dir: Path, client_url: str, peer_url: str,
+                cluster: str, token: str, *, new: bool = True) -> list[str]:
+    """The command line of one member of a throwaway cluster: `--pre-vote` (a rejoining
+    member does not force an election) and 50 ms heartbeats with a 500 ms election timeout,
+    so a cluster is ready, or elects a new leader, within a second or so. `cluster` is the
+    `--initial-cluster` list (`name=peer_url,…`). The drill, the tests' loopback cluster
+    and their network-namespace cluster all start members with it."""
+    return [binary, "--name", name, "--data-dir", str(data_dir),
+            "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
+            "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+            "--initial-cluster", cluster, "--initial-cluster-token", token,
+            "--initial-cluster-state", "new" if new else "existing", "--pre-vote",
+            "--heartbeat-interval", "50", "--election-timeout", "500",
+            "--logger", "zap", "--log-outputs", "stderr"]
+
+
 @dataclass
 class _Member:
     name: str
@@ -82,16 +98,8 @@ class EtcdLab:
         cluster = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
         try:
             for m in self.members:
-                argv = [binary, "--name", m.name, "--data-dir", str(self.root / m.name),
-                        "--listen-client-urls", m.endpoint,
-                        "--advertise-client-urls", m.endpoint,
-                        "--listen-peer-urls", m.peer_url,
-                        "--initial-advertise-peer-urls", m.peer_url,
-                        "--initial-cluster", cluster,
-                        "--initial-cluster-token", f"drill-{os.getpid()}-{self.root.name}",
-                        "--initial-cluster-state", "new", "--pre-vote",
-                        "--heartbeat-interval", "50", "--election-timeout", "500",
-                        "--logger", "zap", "--log-outputs", "stderr"]
+                argv = member_args(binary, m.name, self.root / m.name, m.endpoint, m.peer_url,
+                                   cluster, f"drill-{os.getpid()}-{self.root.name}")
                 with (self.root / f"{m.name}.log").open("ab") as log:
                     # Own process group: a kill reaches this member only, not the drill.
                     m.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
