@@ -294,14 +294,19 @@ class EtcdClient:
         return CreateResult(created, _int(answer.get("header", {}).get("revision")), current)
 
     def put_if_created_at(self, guard_key: bytes | str, create_revision: int,
-                          key: bytes | str, value: bytes | str) -> bool:
-        """Write `key` only while `guard_key` still has `create_revision` (the fencing
-        token): a deposed holder's late write is refused. True when written."""
+                          key: bytes | str, value: bytes | str, *,
+                          lease: int | None = None) -> bool:
+        """Write `key` (attached to `lease`, if given) only while `guard_key` still has
+        `create_revision` (the fencing token): a deposed holder's late write is refused.
+        True when written."""
         self._maybe_login()
+        put: dict[str, Any] = {"key": b64(key), "value": b64(value)}
+        if lease:
+            put["lease"] = str(lease)
         body = {
             "compare": [{"key": b64(guard_key), "target": "CREATE", "result": "EQUAL",
                          "create_revision": str(create_revision)}],
-            "success": [{"request_put": {"key": b64(key), "value": b64(value)}}],
+            "success": [{"request_put": put}],
             "failure": [],
         }
         return bool(self.call("/v3/kv/txn", body).get("succeeded"))

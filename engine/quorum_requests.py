@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from engine.errors import FailoverError
-from engine.etcd import EtcdClient, EtcdError, KeyValue, b64
+from engine.etcd import EtcdError, KeyValue
 from engine.monitor_requests import BadRequest, caller, new_request_id, request_fields
 from engine.quorum import (
     BUSY_STATES,
@@ -52,6 +52,7 @@ from engine.quorum import (
     fenced,
     mirror_engine,
 )
+from engine.quorum_shared import SHARED_PAUSE
 from engine.state import isotime
 from engine.states import ARMED, State
 
@@ -106,7 +107,7 @@ def reply_key(prefix: str, request_id: str) -> str:
 
 def pause_key(prefix: str) -> str:
     """`<prefix>shared/pause`: the pause every observer's monitor honours."""
-    return f"{prefix}shared/pause"
+    return prefix + SHARED_PAUSE
 
 
 def new_request(kind: str, via: str, *, requested_by: str | None = None, force: bool = False,
@@ -154,19 +155,6 @@ def parse_reply(raw: bytes) -> StoreReply:
 def pause_document(paused: bool, by: str, reason: str = "") -> str:
     """The value of `<prefix>shared/pause`."""
     return json.dumps({"paused": paused, "by": by, "reason": reason}, sort_keys=True)
-
-
-def put_fenced(client: EtcdClient, guard_key: str, token: int, key: str, value: str, *,
-               lease: int | None = None) -> bool:
-    """Write `key` (with a lease) only while `guard_key` still has create revision `token`;
-    True when written (a deposed holder's write is refused)."""
-    put: dict[str, Any] = {"key": b64(key), "value": b64(value)}
-    if lease:
-        put["lease"] = str(lease)
-    body = {"compare": [{"key": b64(guard_key), "target": "CREATE", "result": "EQUAL",
-                         "create_revision": str(token)}],
-            "success": [{"request_put": put}], "failure": []}
-    return bool(client.call("/v3/kv/txn", body).get("succeeded"))
 
 
 # -- the actor's side -----------------------------------------------------------------------
@@ -239,25 +227,21 @@ def execute(quorum: Any, engine: Any, kind: str, *, who: str, force: bool = Fals
     if kind == "engage":
         return engage_by_operator(quorum, engine, lambda: engine.engage(manual=True, force=force),
                                   without_quorum=without_quorum, who=who)
-    if quorum is None:
-        if kind == "restore":
-            return engine.restore()
-        if kind == "reset":
-            engine.reset()
-            return None
-        set_pause_switch(engine, kind == "pause", reason)
-        return None
-    with leader_key(quorum, engine, kind) as token:
+    held = leader_key(quorum, engine, kind) if quorum is not None else contextlib.nullcontext()
+    with held as token:
         if kind == "restore":
             return engine.restore()
         if kind == "reset":
             engine.reset()
             return None
         paused = kind == "pause"
+        if quorum is None:
+            set_pause_switch(engine, paused, reason)
+            return None
         document = pause_document(paused, who, reason)
         try:
-            written = put_fenced(quorum.client, quorum.leader_key, token,
-                                 pause_key(quorum.spec.prefix), document)
+            written = quorum.client.put_if_created_at(
+                quorum.leader_key, token, pause_key(quorum.spec.prefix), document)
         except EtcdError as exc:
             raise FailoverError(f"{kind}: the shared pause was not written: {_problem(exc)}; "
                                 "nothing was done") from None
@@ -367,8 +351,8 @@ def _reply(quorum: Any, reply: StoreReply) -> None:
     try:
         lease = client.grant(REPLY_TTL).id
         token = quorum.holds()
-        if token is not None and put_fenced(client, quorum.leader_key, token, key,
-                                            encode(reply), lease=lease):
+        if token is not None and client.put_if_created_at(quorum.leader_key, token, key,
+                                                          encode(reply), lease=lease):
             return
         client.put(key, encode(reply), lease=lease)
     except EtcdError as exc:
