@@ -626,14 +626,21 @@ def build_quorum(policy: Any, stop: threading.Event | None = None) -> Quorum | N
     spec = quorum_spec(policy)
     if spec is None:
         return None
-    password = None
-    if spec.password_secret:
-        from engine.safefile import read_limited
-        from engine.secrets import SecretStore
-
-        path = SecretStore(policy).path(spec.password_secret)
-        password = read_limited(path, "secret").decode(errors="replace").strip()
+    password = store_password(policy, spec)
     return Quorum(spec, interval=policy.monitor.interval, password=password, stop=stop)
+
+
+def store_password(policy: Any, spec: QuorumSpec) -> str | None:
+    """The etcd user's password from the policy's `password_secret` (None without one);
+    the secret file is checked (owner, mode) and read with a size limit. OSError or
+    FailoverError when it cannot be read."""
+    if not spec.password_secret:
+        return None
+    from engine.safefile import read_limited
+    from engine.secrets import SecretStore
+
+    path = SecretStore(policy).path(spec.password_secret)
+    return read_limited(path, "secret").decode(errors="replace").strip()
 
 
 STORE_DISARMED = ("the quorum store (etcd) is unreachable or has lost its majority: nobody "

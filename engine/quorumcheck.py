@@ -20,7 +20,7 @@ from typing import Any
 
 from engine.errors import FailoverError
 from engine.etcd import EtcdClient, EtcdError, EtcdUnavailable, Security
-from engine.quorum import QuorumSpec, quorum_spec
+from engine.quorum import QuorumSpec, quorum_spec, store_password
 from engine.secrets import check_secret_file
 from engine.tlsfiles import tls_file_problems
 
@@ -43,14 +43,13 @@ def store_report(policy: Any) -> StoreReport:
     report.problems.extend(_tls_problems(spec))
     if report.problems:
         return report  # the TLS files do not load: connecting would only repeat that
-    password = None
-    if spec.password_secret:
-        password = _password(policy, spec.password_secret)
-        if password is None:
-            # The secrets check names the file's problem; without it no login can work.
-            report.problems.append(f"quorum.password_secret: secret {spec.password_secret!r} "
-                                   "cannot be read, so the store was not asked")
-            return report
+    try:
+        password = store_password(policy, spec)
+    except (OSError, FailoverError):
+        # The secrets check names the file's problem; without it no login can work.
+        report.problems.append(f"quorum.password_secret: secret {spec.password_secret!r} "
+                               "cannot be read, so the store was not asked")
+        return report
     security = Security(ca=spec.ca, cert=spec.client_cert, key=spec.client_key,
                         user=spec.user, password=password)
     clusters: dict[str, list[str]] = {}
@@ -122,17 +121,6 @@ def _tls_problems(spec: QuorumSpec) -> list[str]:
         if problem:
             problems.append(f"quorum.client_key: {problem}")
     return problems
-
-
-def _password(policy: Any, name: str) -> str | None:
-    from engine.safefile import read_limited
-    from engine.secrets import SecretStore
-
-    try:
-        path = SecretStore(policy).path(name)
-        return read_limited(path, "secret").decode(errors="replace").strip()
-    except (OSError, FailoverError):
-        return None
 
 
 def _hex(value: Any) -> str:
