@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.commands.drill import say, wait_for
 from engine.drillkit.ports import LOOPBACK, free_port
 from engine.errors import FailoverError
 from engine.paths import StatePaths
@@ -205,21 +206,21 @@ class QuorumDrill:
 
     # -- plumbing -----------------------------------------------------------------------
     def say(self, message: str) -> None:
-        print(f"  +{time.monotonic() - self.start:5.1f}s  {message}", flush=True)
+        say(self.start, message)
 
     def wait(self, condition: Callable[[], bool], timeout: float, what: str,
              group: list[Observer] | None = None) -> None:
-        """Poll `condition`; FailoverError naming `what` (and a dead observer) on timeout."""
-        deadline = time.monotonic() + timeout
-        while not condition():
+        """Poll `condition` (relaying the observers' lines meanwhile); FailoverError naming
+        `what` on timeout, or at once naming an observer of `group` that died."""
+        def ready() -> bool:
             self.relay()
             for observer in group or []:
                 if observer.process is not None and not observer.alive():
                     raise FailoverError(f"{observer.name} exited "
                                         f"{observer.process.returncode}: {observer.tail()}")
-            if time.monotonic() > deadline:
-                raise FailoverError(f"timed out after {timeout:g}s waiting for {what}")
-            time.sleep(0.05)
+            return condition()
+
+        wait_for(ready, timeout, what)
 
     def client(self) -> Any:
         from engine.etcd import EtcdClient
