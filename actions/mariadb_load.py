@@ -270,7 +270,7 @@ def _fk_checks_off(header: Iterable[Statement]) -> bool:
     for statement in header:
         for match in _FK_CHECKS.finditer(statement.text):
             value = match.group(1)
-    return value in (b"0", b"OFF", b"off", b"'OFF'", b"'off'")
+    return value.strip(b"'\"").lower() in (b"0", b"off")
 
 
 def replay_objects(conn: Any, index: DumpIndex, where: str) -> None:
